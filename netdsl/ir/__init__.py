@@ -1,0 +1,1 @@
+"""IR: graph, dims, the op registry and elaboration (AST -> graph)."""

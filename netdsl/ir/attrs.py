@@ -1,0 +1,106 @@
+"""Type-checking and normalising op attribute values."""
+from __future__ import annotations
+
+from ..errors import TypeMismatchError, ValueRangeError
+from .registry import AttrSpec
+
+
+def type_name(v) -> str:
+    from .graph import Value
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    if isinstance(v, Value):
+        return "tensor"
+    if v is None:
+        return "none"
+    return getattr(v, "type_label", type(v).__name__)
+
+
+def _int(v, op, a, span):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeMismatchError(f"{op}: '{a.name}' must be an int, got {type_name(v)} {_show(v)}", span)
+    return v
+
+
+def _show(v) -> str:
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, (bool, int, float)):
+        return str(v).lower() if isinstance(v, bool) else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return ""
+
+
+def _tuple(v, n, op, a, span):
+    if isinstance(v, (list, tuple)):
+        if len(v) != n:
+            raise TypeMismatchError(f"{op}: '{a.name}' needs {n} values, got {len(v)}", span)
+        return tuple(_int(x, op, a, span) for x in v)
+    return (_int(v, op, a, span),) * n
+
+
+def coerce(op: str, a: AttrSpec, v, span):
+    """Check `v` against the attribute's kind; return the normalised value."""
+    k = a.kind
+    if v is None and a.default is None:
+        return None
+    if k == "int":
+        out = _int(v, op, a, span)
+    elif k == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeMismatchError(f"{op}: '{a.name}' must be a number, got {type_name(v)} {_show(v)}", span)
+        out = float(v)
+    elif k == "bool":
+        if not isinstance(v, bool):
+            raise TypeMismatchError(f"{op}: '{a.name}' must be true or false, got {type_name(v)} {_show(v)}", span)
+        out = v
+    elif k == "str":
+        if not isinstance(v, str):
+            raise TypeMismatchError(f"{op}: '{a.name}' must be a string, got {type_name(v)} {_show(v)}", span)
+        out = v
+    elif k in ("pair", "single"):       # int or [int, int] -> (int, int); single: int or [int] -> (int,)
+        out = _tuple(v, 2 if k == "pair" else 1, op, a, span)
+    elif k in ("pair_or_str", "single_or_str"):   # padding: an int, a tuple or 'same'/'valid'
+        if isinstance(v, str):
+            out = v
+        else:
+            out = _tuple(v, 2 if k == "pair_or_str" else 1, op, a, span)
+    elif k == "ints":
+        if not isinstance(v, (list, tuple)):
+            v = [v]
+        out = tuple(_int(x, op, a, span) for x in v)
+    elif k == "floats":
+        if not isinstance(v, (list, tuple)):
+            v = [v]
+        out = tuple(float(coerce(op, AttrSpec(a.name, "float"), x, span)) for x in v)
+    elif k == "any":
+        out = v
+    else:
+        raise AssertionError(f"unknown attribute kind {k}")
+    if a.choices and out not in a.choices:
+        opts = ", ".join(repr(c) for c in a.choices)
+        raise ValueRangeError(f"{op}: '{a.name}' must be one of {opts}, got {_show(out)}", span)
+    _check_range(op, a, out, span)
+    return out
+
+
+def _check_range(op, a, out, span):
+    if not a.check or isinstance(out, str):
+        return
+    vals = out if isinstance(out, tuple) else (out,)
+    for x in vals:
+        if a.check == "positive" and not x > 0:
+            raise ValueRangeError(f"{op}: '{a.name}' must be positive, got {_show(out)}", span)
+        if a.check == "nonneg" and not x >= 0:
+            raise ValueRangeError(f"{op}: '{a.name}' must be non-negative, got {_show(out)}", span)
+        if a.check == "prob" and not 0 <= x < 1:
+            raise ValueRangeError(f"{op}: '{a.name}' must be in [0, 1), got {_show(out)}", span)

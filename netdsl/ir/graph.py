@@ -1,0 +1,92 @@
+"""The IR: a graph of nodes (op applications) over values (tensors).
+
+Nodes are kept in topological order (the elaborator appends them as it goes).
+Each node knows its module path (its parameters live at ``path.weight`` ...),
+the source span it came from and the block-instantiation trace leading there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Span
+from . import dims as D
+
+
+@dataclass(eq=False)
+class Value:
+    name: str                      # unique within the graph; a valid identifier
+    shape: tuple                   # tuple of Dim
+    dtype: str = "float32"
+    producer: "Node | None" = field(default=None, repr=False)
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"Value({self.name}: {D.fmt_shape(self.shape)})"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A parameter or buffer of a node, in the layout torch uses for it."""
+    shape: tuple                   # concrete ints
+    init: str                      # "uniform" (bound = 1/sqrt(fan_in)), "ones", "zeros"
+    fan_in: int = 1
+    buffer: bool = False           # running statistics: in the state_dict, not trained
+    dtype: str = "float32"
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    path: str                      # module path, e.g. "layer1.0.conv1"
+    inputs: list
+    outputs: list
+    attrs: dict
+    span: Span | None = field(default=None, repr=False)
+    trace: tuple = field(default=(), repr=False)   # ((block name, span), ...) innermost first
+    params: dict = field(default_factory=dict)     # name -> ParamSpec
+    macs: Any = 0                                  # Dim
+
+    def __repr__(self):
+        ins = ", ".join(v.name for v in self.inputs)
+        outs = ", ".join(v.name for v in self.outputs)
+        return f"Node({self.path}: {self.op}({ins}) -> {outs})"
+
+
+@dataclass(eq=False)
+class Graph:
+    name: str
+    doc: str | None = None
+    inputs: list = field(default_factory=list)      # Values
+    outputs: list = field(default_factory=list)     # (name, Value)
+    nodes: list = field(default_factory=list)
+    constraints: list = field(default_factory=list)  # passes.constraints.Constraint
+    params: dict = field(default_factory=dict)       # network parameter values used
+    span: Span | None = field(default=None, repr=False)
+
+    def state_layout(self) -> dict:
+        """Fully-qualified parameter/buffer name -> ParamSpec, in definition order."""
+        out = {}
+        for n in self.nodes:
+            for pname, spec in n.params.items():
+                out[f"{n.path}.{pname}"] = spec
+        return out
+
+    def param_count(self) -> int:
+        total = 0
+        for spec in self.state_layout().values():
+            if not spec.buffer:
+                count = 1
+                for d in spec.shape:
+                    count *= d
+                total += count
+        return total
+
+    def macs(self):
+        total = 0
+        for n in self.nodes:
+            total = D.add(total, n.macs)
+        return total

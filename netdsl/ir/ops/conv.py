@@ -1,0 +1,126 @@
+"""Convolutions: Conv1d, Conv2d, ConvTranspose2d."""
+from __future__ import annotations
+
+from .. import dims as D
+from ..registry import AttrSpec, OpSpec, register
+from .common import need_rank, numel, same_pads, uniform, window_out
+
+
+def _conv_attrs(n: int, transposed: bool) -> tuple:
+    k = "pair" if n == 2 else "single"
+    pad_kind = k if transposed else ("pair_or_str" if n == 2 else "single_or_str")
+    attrs = [
+        AttrSpec("out_channels", "int", check="positive", doc="output channels"),
+        AttrSpec("kernel_size", k, check="positive"),
+        AttrSpec("stride", k, 1, check="positive"),
+        AttrSpec("padding", pad_kind, 0, check="nonneg", doc="an int, a pair, or 'same' / 'valid'"),
+    ]
+    if transposed:
+        attrs.append(AttrSpec("output_padding", k, 0, check="nonneg"))
+    attrs += [
+        AttrSpec("dilation", k, 1, check="positive"),
+        AttrSpec("groups", "int", 1, check="positive"),
+        AttrSpec("bias", "bool", True),
+    ]
+    return tuple(attrs)
+
+
+def _resolve_conv(n: int, transposed: bool):
+    def resolve(a, shapes, ctx):
+        (x,) = shapes
+        need_rank(ctx, x, (n + 2,), "[N, C, " + ", ".join("HW"[-n:] if n < 3 else "DHW") + "]")
+        cin = ctx.static(x[1], "the number of input channels (dim 1)")
+        g = a["groups"]
+        if cin % g:
+            ctx.fail(f"input channels {cin} are not divisible by groups={g}")
+        if a["out_channels"] % g:
+            ctx.fail(f"out_channels {a['out_channels']} is not divisible by groups={g}")
+        a["in_channels"] = cin
+        pad = a["padding"]
+        if isinstance(pad, str):
+            if pad not in ("same", "valid"):
+                ctx.fail(f"padding must be an int, a tuple, 'same' or 'valid', got '{pad}'")
+            if pad == "same" and any(s != 1 for s in a["stride"]):
+                ctx.fail("padding='same' needs stride 1 (as in PyTorch)")
+            a["pads"] = same_pads(a["kernel_size"], a["dilation"]) if pad == "same" else ((0, 0),) * n
+        else:
+            a["pads"] = tuple((p, p) for p in pad)
+        if transposed:
+            for op_, s, d in zip(a["output_padding"], a["stride"], a["dilation"]):
+                if op_ >= s and op_ >= d:
+                    ctx.fail(f"output_padding {op_} must be smaller than stride or dilation")
+        return a
+    return resolve
+
+
+def _infer_conv(a, shapes, ctx):
+    (x,) = shapes
+    out = [x[0], a["out_channels"]]
+    for i, size in enumerate(x[2:]):
+        pb, pe = a["pads"][i]
+        out.append(window_out(size, pb + pe, a["dilation"][i], a["kernel_size"][i], a["stride"][i]))
+    return [tuple(out)]
+
+
+def _infer_deconv(a, shapes, ctx):
+    (x,) = shapes
+    out = [x[0], a["out_channels"]]
+    for i, size in enumerate(x[2:]):
+        s, (p, _), d, k, op_ = (a["stride"][i], a["pads"][i], a["dilation"][i],
+                                a["kernel_size"][i], a["output_padding"][i])
+        out.append(D.add(D.mul(D.add(size, -1), s), -2 * p + d * (k - 1) + op_ + 1))
+    return [tuple(out)]
+
+
+def _conv_params(a, shapes, ctx):
+    cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
+    ks = a["kernel_size"]
+    kprod = 1
+    for k in ks:
+        kprod *= k
+    fan_in = cin // g * kprod
+    p = {"weight": uniform((cout, cin // g) + ks, fan_in)}
+    if a["bias"]:
+        p["bias"] = uniform((cout,), fan_in)
+    return p
+
+
+def _deconv_params(a, shapes, ctx):
+    cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
+    ks = a["kernel_size"]
+    kprod = 1
+    for k in ks:
+        kprod *= k
+    # torch computes fan_in from weight.size(1) * prod(kernel) = cout/g * prod(kernel)
+    fan_in = cout // g * kprod
+    p = {"weight": uniform((cin, cout // g) + ks, fan_in)}
+    if a["bias"]:
+        p["bias"] = uniform((cout,), fan_in)
+    return p
+
+
+def _conv_macs(a, shapes, outs):
+    kprod = 1
+    for k in a["kernel_size"]:
+        kprod *= k
+    return D.mul(numel(outs[0]), a["in_channels"] // a["groups"] * kprod)
+
+
+def _deconv_macs(a, shapes, outs):
+    kprod = 1
+    for k in a["kernel_size"]:
+        kprod *= k
+    # every input pixel is scattered through the kernel into out_channels/groups maps
+    return D.mul(numel(shapes[0]), a["out_channels"] // a["groups"] * kprod)
+
+
+for _n in (1, 2):
+    register(OpSpec(
+        f"Conv{_n}d", f"{_n}-D convolution (torch.nn.Conv{_n}d); input channels are inferred.",
+        _infer_conv, _conv_attrs(_n, False), resolve=_resolve_conv(_n, False),
+        params=_conv_params, macs=_conv_macs))
+
+register(OpSpec(
+    "ConvTranspose2d", "2-D transposed convolution (torch.nn.ConvTranspose2d).",
+    _infer_deconv, _conv_attrs(2, True), resolve=_resolve_conv(2, True),
+    params=_deconv_params, macs=_deconv_macs))

@@ -1,0 +1,76 @@
+"""Pooling: max/average (general: kernel = stride; overlapping: kernel > stride),
+adaptive and global pooling."""
+from __future__ import annotations
+
+from .. import dims as D
+from ..registry import AttrSpec, OpSpec, register
+from .common import need_rank, numel, window_out
+
+_LAYOUT = "[N, C, H, W]"
+
+
+def _pool_attrs(kind: str) -> tuple:
+    attrs = [AttrSpec("kernel_size", "pair", check="positive"),
+             AttrSpec("stride", "pair", None, check="positive", doc="defaults to kernel_size"),
+             AttrSpec("padding", "pair", 0, check="nonneg")]
+    if kind == "max":
+        attrs.append(AttrSpec("dilation", "pair", 1, check="positive"))
+    attrs.append(AttrSpec("ceil_mode", "bool", False))
+    if kind == "avg":
+        attrs.append(AttrSpec("count_include_pad", "bool", True))
+    return tuple(attrs)
+
+
+def _resolve_pool(a, shapes, ctx):
+    need_rank(ctx, shapes[0], (4,), _LAYOUT)
+    if a["stride"] is None:
+        a["stride"] = a["kernel_size"]
+    a.setdefault("dilation", (1, 1))
+    for k, p in zip(a["kernel_size"], a["padding"]):
+        if p > k // 2:
+            ctx.fail(f"padding {p} must be at most half the kernel size {k}")
+    return a
+
+
+def _infer_pool(a, shapes, ctx):
+    x = shapes[0]
+    out = list(x[:2])
+    for i, size in enumerate(x[2:]):
+        k, s, p, d = a["kernel_size"][i], a["stride"][i], a["padding"][i], a["dilation"][i]
+        n = window_out(size, 2 * p, d, k, s, a["ceil_mode"])
+        span = d * (k - 1) + 1
+        if a["ceil_mode"] and p + s > span:
+            # torch drops a last window that would start in the right padding
+            if not D.is_static(size):
+                ctx.fail("ceil_mode with a stride larger than the kernel needs concrete input sizes")
+            if (n - 1) * s >= size + p:
+                n -= 1
+        out.append(n)
+    return [tuple(out)]
+
+
+register(OpSpec("MaxPool2d", "2-D max pooling (torch.nn.MaxPool2d).", _infer_pool,
+                _pool_attrs("max"), resolve=_resolve_pool))
+register(OpSpec("AvgPool2d", "2-D average pooling (torch.nn.AvgPool2d).", _infer_pool,
+                _pool_attrs("avg"), resolve=_resolve_pool))
+
+
+def _resolve_adaptive(a, shapes, ctx):
+    need_rank(ctx, shapes[0], (4,), _LAYOUT)
+    return a
+
+
+def _infer_adaptive(a, shapes, ctx):
+    x = shapes[0]
+    return [tuple(x[:2]) + tuple(a["output_size"])]
+
+
+for _kind in ("Avg", "Max"):
+    register(OpSpec(f"Adaptive{_kind}Pool2d",
+                    f"{_kind.lower()} pooling to a fixed output size (torch.nn.Adaptive{_kind}Pool2d).",
+                    _infer_adaptive, (AttrSpec("output_size", "pair", check="positive"),),
+                    resolve=_resolve_adaptive))
+    register(OpSpec(f"Global{_kind}Pool2d", f"{_kind.lower()} over all of H and W -> [N, C, 1, 1].",
+                    lambda a, s, ctx: [tuple(s[0][:2]) + (1, 1)], (), resolve=_resolve_adaptive))
+
+_ = numel

@@ -1,0 +1,1 @@
+"""Analyses over the IR: shape inference, constraints, summary and cost."""
