@@ -1,0 +1,90 @@
+"""Summary and cost: per-layer output shapes, parameters, MACs, and the input-size constraints."""
+from __future__ import annotations
+
+from ..ir import dims as D
+from ..ir.graph import Graph
+from .constraints import summarise
+
+
+def _num(d):
+    """An int where the value is known, else the symbolic expression as text."""
+    return int(d) if D.is_static(d) else str(d)
+
+
+def _shape(shape):
+    return [_num(d) for d in shape]
+
+
+def summarize(graph: Graph, symbols: list | None = None) -> dict:
+    layers = []
+    for n in graph.nodes:
+        count = 0
+        for spec in n.params.values():
+            if not spec.buffer:
+                c = 1
+                for d in spec.shape:
+                    c *= d
+                count += c
+        layers.append({
+            "path": n.path,
+            "op": n.op,
+            "output_shape": _shape(n.outputs[0].shape) if len(n.outputs) == 1 else
+            [_shape(v.shape) for v in n.outputs],
+            "params": count,
+            "macs": _num(n.macs),
+        })
+    syms = symbols if symbols is not None else _symbols(graph)
+    return {
+        "network": graph.name,
+        "inputs": [{"name": v.name, "shape": _shape(v.shape)} for v in graph.inputs],
+        "outputs": [{"name": n, "shape": _shape(v.shape)} for n, v in graph.outputs],
+        "params": graph.param_count(),
+        "macs": _num(graph.macs()),
+        "constraints": summarise(graph.constraints, syms),
+        "layers": layers,
+    }
+
+
+def _symbols(graph: Graph) -> list:
+    out = []
+    for v in graph.inputs:
+        for d in v.shape:
+            for s in sorted(D.symbols(d)):
+                if s not in out:
+                    out.append(s)
+    return out
+
+
+def _fmt_int(v) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def format_text(summary: dict, doc: str | None = None) -> str:
+    lines = [f"network {summary['network']}"]
+    if doc:
+        lines += ["  " + line for line in doc.strip().splitlines()]
+    for v in summary["inputs"]:
+        lines.append(f"  input  {v['name']}: {D.fmt_shape(v['shape'])}")
+    for v in summary["outputs"]:
+        lines.append(f"  output {v['name']}: {D.fmt_shape(v['shape'])}")
+    rows = [("layer", "op", "output shape", "params", "MACs")]
+    for layer in summary["layers"]:
+        shape = layer["output_shape"]
+        shape_s = D.fmt_shape(shape) if not shape or not isinstance(shape[0], list) else \
+            "; ".join(D.fmt_shape(s) for s in shape)
+        rows.append((layer["path"], layer["op"], shape_s, _fmt_int(layer["params"]), _fmt_int(layer["macs"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines.append("")
+    for i, r in enumerate(rows):
+        lines.append("  " + "  ".join(c.ljust(w) if j < 3 else c.rjust(w)
+                                      for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append(f"  parameters: {_fmt_int(summary['params'])}")
+    macs = summary["macs"]
+    gmacs = f" ({macs / 1e9:.3f} GMACs)" if isinstance(macs, int) else ""
+    lines.append(f"  MACs per sample: {_fmt_int(macs)}{gmacs}")
+    if summary["constraints"]:
+        lines.append("  input sizes that work: " + "; ".join(summary["constraints"]))
+    return "\n".join(lines)
