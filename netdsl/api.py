@@ -91,6 +91,21 @@ class Network:
         from .backends.onnx import to_model
         return to_model(self.graph, self._weights(weights, seed), opset)
 
+    def save_onnx(self, path, weights=None, opset: int = 17, seed: int = 0) -> None:
+        """Write the ONNX model to `path` (atomically), streaming the weights."""
+        from .atomic import atomic_write
+        from .backends.onnx.export import write_model
+        weights = self._weights(weights, seed)
+        with atomic_write(path) as f:
+            write_model(self.graph, weights, f, opset)
+
+    def save_torch_source(self, path) -> None:
+        """Write the standalone PyTorch source to `path` (atomically)."""
+        from .atomic import atomic_write
+        source = self.torch_source()
+        with atomic_write(path, "w") as f:
+            f.write(source)
+
     def __repr__(self):
         return f"<netdsl.Network {self.name} {self.params}>"
 

@@ -1,9 +1,16 @@
-"""IR graph -> onnx.ModelProto: nodes, initializers named as state_dict keys,
-dynamic dims as dim_params, value_info for every intermediate tensor."""
+"""IR graph -> ONNX: nodes, initializers named as state_dict keys, dynamic dims as
+dim_params, value_info for every intermediate tensor.
+
+Weights are kept as numpy arrays until the end. `to_model` returns a complete
+ModelProto; `write_model` streams the weights straight from numpy into the file
+(no copy of the whole model in memory), which is most of the cost of compiling a
+large network. Both give the same bytes for the same graph, weights and opset.
+"""
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ... import __version__
 from ...errors import BackendError, UsageError
@@ -14,6 +21,22 @@ from .emitters import EMITTERS
 
 MIN_OPSET, MAX_OPSET = 13, 21
 DEFAULT_OPSET = 17
+_DTYPES = {np.dtype("float32"): TensorProto.FLOAT, np.dtype("int64"): TensorProto.INT64}
+
+
+class _WeightsByReference(OnnxBuilder):
+    """Records which weights the graph uses instead of copying them into protos."""
+
+    def __init__(self, opset, weights):
+        super().__init__(opset, weights)
+        self.arrays: dict = {}
+
+    def weight(self, node, pname: str) -> str:
+        full = f"{node.path}.{pname}"
+        if full not in self.arrays:
+            self.arrays[full] = np.ascontiguousarray(self.weights[full])
+            self.reserve(full)
+        return full
 
 
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:
@@ -21,13 +44,13 @@ def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
-def to_model(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def _build(graph: Graph, weights: dict, opset: int):
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"opset {opset} is not supported (choose {MIN_OPSET} to {MAX_OPSET})")
     missing = sorted({n.op for n in graph.nodes if n.op not in EMITTERS})
     if missing:
         raise BackendError(f"the onnx target does not support: {', '.join(missing)}")
-    b = OnnxBuilder(opset, weights)
+    b = _WeightsByReference(opset, weights)
     for v in graph.inputs:
         b.reserve(v.name)
     for n in graph.nodes:
@@ -37,18 +60,77 @@ def to_model(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET) -> onnx.Mo
         EMITTERS[n.op](b, n, [v.name for v in n.inputs], [v.name for v in n.outputs])
 
     outputs = []
-    produced = {v.name for n in graph.nodes for v in n.outputs}
     for name, v in graph.outputs:
         if v.name != name:    # an input, or a value that is output twice under two names
             b.add("Identity", [v.name], [name])
         outputs.append(_value_info(name, v.shape))
     out_names = {name for name, _ in graph.outputs}
     value_info = [_value_info(v.name, v.shape) for n in graph.nodes for v in n.outputs
-                  if v.name not in out_names and v.name in produced]
+                  if v.name not in out_names]
     g = helper.make_graph(b.nodes, graph.name, [_value_info(v.name, v.shape) for v in graph.inputs],
                           outputs, initializer=list(b.initializers.values()), value_info=value_info,
                           doc_string=graph.doc or "")
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(g, opset_imports=opsets, producer_name="netdsl", producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opsets)
+    return model, b.arrays
+
+
+def _tensor_header(name: str, arr: np.ndarray) -> TensorProto:
+    t = TensorProto()
+    t.name = name
+    t.dims.extend(arr.shape)
+    t.data_type = _DTYPES[arr.dtype]
+    return t
+
+
+def to_model(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    model, arrays = _build(graph, weights, opset)
+    for name, arr in arrays.items():
+        model.graph.initializer.append(numpy_helper.from_array(arr, name))
     return model
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def write_model(graph: Graph, weights: dict, path, opset: int = DEFAULT_OPSET) -> None:
+    """Write the model to an open binary file or a path, streaming the weights.
+
+    Protobuf merges repeated occurrences of an embedded message field, so the model
+    is written as the model without weights followed by a second `graph` field that
+    holds only the initializers, each raw_data written directly from its array."""
+    model, arrays = _build(graph, weights, opset)
+    chunks: list = []
+    total = 0
+    for name, arr in arrays.items():
+        header = _tensor_header(name, arr).SerializeToString()
+        data = memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")
+        tensor_len = len(header) + 1 + len(_varint(data.nbytes)) + data.nbytes
+        prefix = b"\x2a" + _varint(tensor_len) + header + b"\x4a" + _varint(data.nbytes)
+        chunks.append((prefix, data))
+        total += len(prefix) + data.nbytes
+    head = model.SerializeToString()
+
+    def emit(f):
+        f.write(head)
+        if chunks:
+            f.write(b"\x3a" + _varint(total))
+            for prefix, data in chunks:
+                f.write(prefix)
+                f.write(data)
+
+    if hasattr(path, "write"):
+        emit(path)
+    else:
+        with open(path, "wb") as f:
+            emit(f)
