@@ -63,6 +63,10 @@ class OnnxBuilder:
 
     def shape_dims(self, x: str, start: int, end: int | None = None, hint="dims") -> str:
         """int64 1-D tensor of x's dims [start:end] (read at run time)."""
+        if self.opset < 15:   # Shape takes start/end from opset 15 on
+            full = self.add("Shape", [x], "shape")
+            ends = [end if end is not None else np.iinfo(np.int64).max]
+            return self.add("Slice", [full, self.ints([start]), self.ints(ends)], hint)
         kw = {"start": start}
         if end is not None:
             kw["end"] = end
