@@ -210,3 +210,29 @@ def test_comments_are_ignored():
         output y = x -> ReLU # end
     }""")
     assert shapes(g) == {"y": [1, 1, 2, 2]}
+
+
+def test_own_definitions_shadow_imports_and_blocks_see_their_own_file(tmp_path):
+    (tmp_path / "lib.net").write_text("""
+    block Unit() { conv: Conv2d(3, 1) }
+    block UsesUnit() { u: Unit() }""")
+    (tmp_path / "main.net").write_text("""import "lib.net"
+    block Unit() { conv: Conv2d(5, 1) }
+    network T { input x: f32[1, 1, 4, 4]
+        a = x -> mine: Unit()
+        output y = x -> theirs: UsesUnit() }""")
+    g = netdsl.load(tmp_path / "main.net").graph
+    layout = g.state_layout()
+    assert layout["mine.conv.weight"].shape[0] == 5
+    assert layout["theirs.u.conv.weight"].shape[0] == 3
+
+
+def test_two_imports_defining_one_name_is_an_error(tmp_path):
+    (tmp_path / "a.net").write_text("block U() { ReLU }")
+    (tmp_path / "b.net").write_text("block U() { ReLU }")
+    (tmp_path / "main.net").write_text('import "a.net"\nimport "b.net"\n'
+                                       "network T { input x: f32[1]\n output y = x }")
+    with pytest.raises(NetDSLError) as e:
+        netdsl.load(tmp_path / "main.net")
+    assert (e.value.line, e.value.col) == (2, 1)
+    assert "'U' is defined both at" in e.value.message

@@ -67,6 +67,7 @@ class Frame:
         self.depth = depth
         self.trace = trace
         self.cursor: Value | None = None
+        self.ns: dict = {}        # the namespace (file) whose names this body sees
 
 
 def _check_int(v, span, what):
@@ -156,11 +157,12 @@ class Elaborator:
         self.paths: dict[int, tuple] = {}
         self.scopes: list[ModuleScope] = []
         env = self._bind(defn.name, defn.params, bound_args, bound_kwargs, alias_span or defn.span,
-                         overrides=overrides, globals_only=True)
+                         overrides=overrides, ns=defn.ns)
         self.graph.params = {k: v for k, v in env.items()}
         root = ModuleScope(())
         self.scopes.append(root)
         frame = Frame(env, root, "network", 0, ())
+        frame.ns = defn.ns
         self._given_inputs = inputs
         self._seen_inputs: set[str] = set()
         try:
@@ -197,12 +199,14 @@ class Elaborator:
                 raise NameLookupError(f"network '{name}' is defined in terms of itself", defn.span)
             seen.append(name)
             frame = Frame({}, ModuleScope(()), "network", 0, ())
+            frame.ns = defn.ns
             pos, kw = self._eval_args(defn.args, frame)
             # arguments of an outer alias apply on top of the inner alias's
-            args = tuple(pos) + tuple(args[len(pos):]) if not args else tuple(pos) + tuple(args)
+            args = tuple(pos) + tuple(args)
             kwargs = {**kw, **kwargs}
             alias_span = alias_span or defn.span
             name = defn.target
+            nets = {k: v for k, v in defn.ns.items() if not isinstance(v, A.BlockDef)}
 
     # ---- finishing ----------------------------------------------------------------
     def _finish(self):
@@ -235,7 +239,7 @@ class Elaborator:
                     v.name = unique(hint)
 
     # ---- parameters and arguments ----------------------------------------------------
-    def _bind(self, owner: str, params: list, args, kwargs, span, overrides=None, globals_only=False,
+    def _bind(self, owner: str, params: list, args, kwargs, span, overrides=None, ns=None,
               trace=()) -> dict:
         env: dict = {}
         names = [p.name for p in params]
@@ -268,6 +272,7 @@ class Elaborator:
                 self._check_type(owner, p, value, span, trace=trace)
             elif p.default is not None:
                 frame = Frame(dict(env), ModuleScope(()), "network", 0, trace)
+                frame.ns = ns or {}
                 value = self._eval(p.default, frame)
                 self._check_type(owner, p, value, p.default.span)
             else:
@@ -380,7 +385,7 @@ class Elaborator:
             raise NameLookupError(f"input '{st.name}' declared twice", st.span)
         declared = []
         for d in st.dims:
-            if isinstance(d, A.Var) and d.name not in frame.env and d.name not in self.program.blocks:
+            if isinstance(d, A.Var) and d.name not in frame.env and d.name not in frame.ns:
                 declared.append(d.name)
                 continue
             v = self._eval(d, frame)
@@ -572,7 +577,7 @@ class Elaborator:
                                       f"(is a recursion missing its base case?)", span, trace)
         call_trace = ((defn.name, span),) + trace
         env = self._bind(defn.name, defn.params, tuple(ref.args) + tuple(pos), {**ref.kwargs, **kw}, span,
-                         trace=trace)
+                         ns=defn.ns, trace=trace)
         in_names = defn.inputs if defn.inputs is not None else ["x"]
         if len(inputs) != len(in_names):
             raise TypeMismatchError(f"block {defn.name} takes {len(in_names)} input tensor"
@@ -583,6 +588,7 @@ class Elaborator:
         scope = ModuleScope(path)
         self.scopes.append(scope)
         inner = Frame(env, scope, "chain" if defn.inputs is None else "dag", frame.depth + 1, call_trace)
+        inner.ns = defn.ns
         inner.cursor = inputs[0]
         try:
             self._exec_body(defn.body, inner)
@@ -602,14 +608,15 @@ class Elaborator:
     def _lookup(self, name: str, span, frame: Frame, callable_only=False):
         if name in frame.env:
             return frame.env[name]
-        if name in self.program.blocks:
-            return BlockRef(self.program.blocks[name])
+        defn = frame.ns.get(name)
+        if isinstance(defn, A.BlockDef):
+            return BlockRef(defn)
         spec = self.ops.get(name)
         if spec is not None:
             return OpRef(spec)
         if name in BUILTINS:
             return BUILTINS[name]
-        pool = list(self.program.blocks) + list(self.ops)
+        pool = [k for k, v in frame.ns.items() if isinstance(v, A.BlockDef)] + list(self.ops)
         if not callable_only:
             pool += [k for k in frame.env if isinstance(k, str)] + list(BUILTINS)
         what = "layer or block" if callable_only else "name"
@@ -806,8 +813,12 @@ class _Deferred:
         from ..frontend.parser import parse_value
         expr = parse_value(self.text, f"--set {self.key}")
         try:
-            return elab._eval(expr, Frame({}, ModuleScope(()), "network", 0, ()))
+            frame = Frame({}, ModuleScope(()), "network", 0, ())
+            frame.ns = {**elab.program.blocks, **elab.program.networks}
+            return elab._eval(expr, frame)
         except NetDSLError as err:
+            if err.span is not None and err.span.source.name == f"--set {self.key}":
+                raise UsageError(err.message, err.span) from None   # the location names the option
             raise UsageError(f"--set {self.key}={self.text}: {err.message}", err.span) from None
 
 

@@ -13,33 +13,44 @@ STD_DIR = Path(__file__).resolve().parent.parent / "std"
 
 @dataclass
 class Program:
-    blocks: dict = field(default_factory=dict)      # name -> BlockDef
-    networks: dict = field(default_factory=dict)    # name -> NetworkDef | NetworkAlias
-    main_networks: list = field(default_factory=list)   # networks of the file loaded first
+    """All loaded files. Each file has a namespace: what it imports, shadowed by what it
+    defines itself. A block's body resolves names in the namespace of its own file."""
+    blocks: dict = field(default_factory=dict)      # main file's namespace: name -> BlockDef
+    networks: dict = field(default_factory=dict)    # main file's namespace: name -> network def
+    main_networks: list = field(default_factory=list)   # networks defined in the main file itself
     main_source: str = "<string>"
-    _loaded: set = field(default_factory=set)
+    _modules: dict = field(default_factory=dict)    # resolved path -> namespace
     _stack: list = field(default_factory=list)
 
-    def add_text(self, text: str, name: str, base_dir: Path | None, main: bool):
+    def add_text(self, text: str, name: str, base_dir: Path | None, main: bool) -> dict:
         module = parse(text, name)
+        ns: dict = {}
+        own: set = set()
         for item in module.items:
             if isinstance(item, A.Import):
-                self._import(item, base_dir)
-            elif isinstance(item, A.BlockDef):
-                self._define(self.blocks, item, "block")
+                for k, v in self._import(item, base_dir).items():
+                    if k in ns and ns[k] is not v:
+                        raise NameLookupError(f"'{k}' is defined both at {ns[k].span.location()} and at "
+                                              f"{v.span.location()}", item.span)
+                    ns[k] = v
             else:
-                self._define(self.networks, item, "network")
-                if main:
+                self._define(ns, own, item)
+                item.ns = ns
+                if main and not isinstance(item, A.BlockDef):
                     self.main_networks.append(item.name)
+        if main:
+            self.blocks = {k: v for k, v in ns.items() if isinstance(v, A.BlockDef)}
+            self.networks = {k: v for k, v in ns.items() if not isinstance(v, A.BlockDef)}
+        return ns
 
-    def add_file(self, path: Path, main: bool, span: Span | None = None):
+    def add_file(self, path: Path, main: bool, span: Span | None = None) -> dict:
         resolved = path.resolve()
         key = str(resolved)
         if key in self._stack:
             chain = " -> ".join(Path(p).name for p in self._stack[self._stack.index(key):] + [key])
             raise ImportFailure(f"cyclic import: {chain}", span)
-        if key in self._loaded:
-            return
+        if key in self._modules:
+            return self._modules[key]
         try:
             text = resolved.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -49,12 +60,13 @@ class Program:
             raise ImportFailure(f"cannot import '{path}': {reason}", span) from None
         self._stack.append(key)
         try:
-            self.add_text(text, _display_name(path, main), resolved.parent, main)
+            ns = self.add_text(text, _display_name(path, main), resolved.parent, main)
         finally:
             self._stack.pop()
-        self._loaded.add(key)
+        self._modules[key] = ns
+        return ns
 
-    def _import(self, item: A.Import, base_dir: Path | None):
+    def _import(self, item: A.Import, base_dir: Path | None) -> dict:
         rel = item.path
         candidates = []
         if rel.startswith("std/"):
@@ -70,15 +82,17 @@ class Program:
                             + ("" if rel.startswith("std/") else " (looked beside this file and in std/)"),
                             item.span)
 
-    def _define(self, table: dict, item, what: str):
+    def _define(self, ns: dict, own: set, item):
         from .registry import get
+        what = "block" if isinstance(item, A.BlockDef) else "network"
         if get(item.name) is not None:
             raise NameLookupError(f"'{item.name}' is a built-in layer; give the {what} another name",
                                   item.span)
-        other = self.blocks.get(item.name) or self.networks.get(item.name)
-        if other is not None:
-            raise NameLookupError(f"'{item.name}' is already defined at {other.span.location()}", item.span)
-        table[item.name] = item
+        if item.name in own:
+            raise NameLookupError(f"'{item.name}' is already defined at {ns[item.name].span.location()}",
+                                  item.span)
+        own.add(item.name)
+        ns[item.name] = item    # a file's own definition shadows an imported one
 
 
 def _display_name(path: Path, main: bool) -> str:
