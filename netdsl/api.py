@@ -61,10 +61,10 @@ class Network:
         from .weights import init_weights
         return init_weights(self.graph, seed)
 
-    def _weights(self, weights, seed: int) -> dict:
+    def _weights(self, weights, seed: int, wait: bool = True) -> dict:
         from .weights import check_weights, from_state_dict, init_weights, load_weights
         if weights is None:
-            return init_weights(self.graph, seed)
+            return init_weights(self.graph, seed, wait=wait)
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights)
         elif hasattr(weights, "state_dict") and callable(weights.state_dict):
@@ -95,7 +95,7 @@ class Network:
         """Write the ONNX model to `path` (atomically), streaming the weights."""
         from .atomic import atomic_write
         from .backends.onnx.export import write_model
-        weights = self._weights(weights, seed)
+        weights = self._weights(weights, seed, wait=False)   # written while still being generated
         with atomic_write(path) as f:
             write_model(self.graph, weights, f, opset)
 

@@ -2,6 +2,7 @@
 loading from .npz files or torch state_dicts (.pt), checked against the graph."""
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -11,24 +12,84 @@ from .errors import UsageError
 from .ir.graph import Graph, ParamSpec
 
 
-def _init_one(name: str, spec: ParamSpec, seed: int) -> np.ndarray:
+_CHUNK = 1 << 22          # elements per independently seeded piece of a large parameter
+_pool = None
+
+
+def _executor():
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="netdsl-init")
+    return _pool
+
+
+def _fill_uniform(flat: np.ndarray, start: int, bound: float, key: list) -> None:
+    """U(-bound, bound) into flat[start:start + _CHUNK]; numpy releases the GIL here."""
+    part = flat[start:start + _CHUNK]
+    rng = np.random.Generator(np.random.SFC64(key + [start // _CHUNK]))
+    rng.random(out=part, dtype=np.float32)
+    part *= np.float32(2 * bound)
+    part -= np.float32(bound)
+
+
+def _init_one(name: str, spec: ParamSpec, seed: int, pool):
+    """The array, or (array, futures) when its random fill runs on `pool`."""
     if spec.init == "ones":
-        return np.ones(spec.shape, dtype=spec.dtype)
+        return np.ones(spec.shape, dtype=spec.dtype), []
     if spec.init == "zeros":
-        return np.zeros(spec.shape, dtype=spec.dtype)
-    # torch's default for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    # Seeded per name so that one parameter's values do not depend on the others.
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        return np.zeros(spec.shape, dtype=spec.dtype), []
+    # torch's default for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded per
+    # name and chunk so that values depend neither on other parameters nor on thread timing
+    out = np.empty(spec.shape, dtype=np.float32)
+    flat = out.reshape(-1)
+    key = [seed, zlib.crc32(name.encode())]
     bound = 1.0 / np.sqrt(spec.fan_in)
-    out = rng.random(spec.shape, dtype=np.float32)
-    out *= np.float32(2 * bound)
-    out -= np.float32(bound)
-    return out
+    starts = range(0, max(flat.size, 1), _CHUNK)
+    if pool is None or flat.size < _CHUNK // 8:
+        for st in starts:
+            _fill_uniform(flat, st, bound, key)
+        return out, []
+    return out, [pool.submit(_fill_uniform, flat, st, bound, key) for st in starts]
 
 
-def init_weights(graph: Graph, seed: int = 0) -> dict:
-    """Deterministic random weights for every parameter and buffer of the graph."""
-    return {name: _init_one(name, spec, seed) for name, spec in graph.state_layout().items()}
+class PendingArray:
+    """An array whose random fill may still be running; `result()` waits for it."""
+    __slots__ = ("array", "futures")
+
+    def __init__(self, array, futures):
+        self.array, self.futures = array, futures
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    def result(self) -> np.ndarray:
+        for f in self.futures:
+            f.result()
+        self.futures = []
+        return self.array
+
+
+def init_weights(graph: Graph, seed: int = 0, wait: bool = True) -> dict:
+    """Deterministic random weights for every parameter and buffer of the graph.
+
+    The fills run on a few threads. With wait=False the values are `PendingArray`s, so
+    that a writer can start on the first parameters while later ones are generated."""
+    pool = _executor()
+    pending = {name: PendingArray(*_init_one(name, spec, seed, pool))
+               for name, spec in graph.state_layout().items()}
+    if wait:
+        return {name: p.result() for name, p in pending.items()}
+    return pending
+
+
+def resolve(value) -> np.ndarray:
+    return value.result() if isinstance(value, PendingArray) else value
 
 
 def load_weights(path: str | Path) -> dict:

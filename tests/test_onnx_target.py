@@ -125,3 +125,30 @@ def test_torch_state_dict_weights_give_the_same_outputs():
         ref = [t.numpy() for t in model(torch.from_numpy(x))]
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_from_a_torch_pt_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = netdsl.loads(SPEC)
+    model = net.to_torch(seed=4)
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    proto = net.to_onnx(weights=str(path))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert np.array_equal(inits["fc.weight"], model.fc.weight.detach().numpy())
+
+
+def test_a_failed_save_leaves_no_file_and_keeps_an_existing_one(net, tmp_path):
+    bad = net.init_weights()
+    bad["fc.weight"] = np.zeros((2, 2), np.float32)
+    target = tmp_path / "new.onnx"
+    with pytest.raises(NetDSLError):
+        net.save_onnx(target, weights=bad)
+    assert list(tmp_path.iterdir()) == []
+    target.write_bytes(b"previous")
+    with pytest.raises(NetDSLError):
+        net.save_onnx(target, weights=bad)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.onnx"]
+    net.save_onnx(target)
+    onnx.checker.check_model(str(target), full_check=True)

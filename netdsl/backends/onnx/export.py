@@ -18,6 +18,7 @@ from ...ir import dims as D
 from ...ir.graph import Graph
 from .builder import OnnxBuilder
 from .emitters import EMITTERS
+from ...weights import resolve
 
 MIN_OPSET, MAX_OPSET = 13, 21
 DEFAULT_OPSET = 17
@@ -25,16 +26,18 @@ _DTYPES = {np.dtype("float32"): TensorProto.FLOAT, np.dtype("int64"): TensorProt
 
 
 class _WeightsByReference(OnnxBuilder):
-    """Records which weights the graph uses instead of copying them into protos."""
+    """Records which weights the graph uses (name -> ParamSpec) instead of copying them
+    into protos; the values are read only when the model is assembled or written."""
 
-    def __init__(self, opset, weights):
+    def __init__(self, opset, weights, layout):
         super().__init__(opset, weights)
-        self.arrays: dict = {}
+        self.layout = layout
+        self.used: dict = {}
 
     def weight(self, node, pname: str) -> str:
         full = f"{node.path}.{pname}"
-        if full not in self.arrays:
-            self.arrays[full] = np.ascontiguousarray(self.weights[full])
+        if full not in self.used:
+            self.used[full] = self.layout[full]
             self.reserve(full)
         return full
 
@@ -50,7 +53,7 @@ def _build(graph: Graph, weights: dict, opset: int):
     missing = sorted({n.op for n in graph.nodes if n.op not in EMITTERS})
     if missing:
         raise BackendError(f"the onnx target does not support: {', '.join(missing)}")
-    b = _WeightsByReference(opset, weights)
+    b = _WeightsByReference(opset, weights, graph.state_layout())
     for v in graph.inputs:
         b.reserve(v.name)
     for n in graph.nodes:
@@ -73,21 +76,28 @@ def _build(graph: Graph, weights: dict, opset: int):
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(g, opset_imports=opsets, producer_name="netdsl", producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opsets)
-    return model, b.arrays
+    return model, b.used
 
 
-def _tensor_header(name: str, arr: np.ndarray) -> TensorProto:
+def _tensor_header(name: str, spec) -> TensorProto:
     t = TensorProto()
     t.name = name
-    t.dims.extend(arr.shape)
-    t.data_type = _DTYPES[arr.dtype]
+    t.dims.extend(spec.shape)
+    t.data_type = _DTYPES[np.dtype(spec.dtype)]
     return t
 
 
+def _array(weights: dict, name: str, spec) -> np.ndarray:
+    arr = np.ascontiguousarray(resolve(weights[name]), dtype=spec.dtype)
+    if arr.shape != tuple(spec.shape):
+        raise UsageError(f"weight {name} has shape {list(arr.shape)}, the network needs {list(spec.shape)}")
+    return arr
+
+
 def to_model(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    model, arrays = _build(graph, weights, opset)
-    for name, arr in arrays.items():
-        model.graph.initializer.append(numpy_helper.from_array(arr, name))
+    model, used = _build(graph, weights, opset)
+    for name, spec in used.items():
+        model.graph.initializer.append(numpy_helper.from_array(_array(weights, name, spec), name))
     return model
 
 
@@ -109,25 +119,26 @@ def write_model(graph: Graph, weights: dict, path, opset: int = DEFAULT_OPSET) -
     Protobuf merges repeated occurrences of an embedded message field, so the model
     is written as the model without weights followed by a second `graph` field that
     holds only the initializers, each raw_data written directly from its array."""
-    model, arrays = _build(graph, weights, opset)
+    model, used = _build(graph, weights, opset)
     chunks: list = []
     total = 0
-    for name, arr in arrays.items():
-        header = _tensor_header(name, arr).SerializeToString()
-        data = memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")
-        tensor_len = len(header) + 1 + len(_varint(data.nbytes)) + data.nbytes
-        prefix = b"\x2a" + _varint(tensor_len) + header + b"\x4a" + _varint(data.nbytes)
-        chunks.append((prefix, data))
-        total += len(prefix) + data.nbytes
+    for name, spec in used.items():
+        header = _tensor_header(name, spec).SerializeToString()
+        nbytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+        tensor_len = len(header) + 1 + len(_varint(nbytes)) + nbytes
+        prefix = b"\x2a" + _varint(tensor_len) + header + b"\x4a" + _varint(nbytes)
+        chunks.append((prefix, name, spec))
+        total += len(prefix) + nbytes
     head = model.SerializeToString()
 
     def emit(f):
         f.write(head)
         if chunks:
             f.write(b"\x3a" + _varint(total))
-            for prefix, data in chunks:
+            for prefix, name, spec in chunks:
+                arr = _array(weights, name, spec)   # waits for a fill still running
                 f.write(prefix)
-                f.write(data)
+                f.write(memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B"))
 
     if hasattr(path, "write"):
         emit(path)
