@@ -326,14 +326,14 @@ class Elaborator:
         elif isinstance(st, A.Assign):
             value = self._eval(st.value, frame)
             if len(st.names) == 1:
-                self._assign(st.names[0], value, frame)
+                self._assign(st.names[0], value, frame, st.span)
             else:
                 if not isinstance(value, (tuple, list)) or len(value) != len(st.names):
                     got = len(value) if isinstance(value, (tuple, list)) else 1
                     raise TypeMismatchError(f"cannot unpack {got} value{'s' * (got != 1)} into "
                                             f"{len(st.names)} names", st.span, frame.trace)
                 for n, v in zip(st.names, value):
-                    self._assign(n, v, frame)
+                    self._assign(n, v, frame, st.span)
         elif isinstance(st, A.If):
             for cond, body in st.branches:
                 if self._truth(self._eval(cond, frame), cond.span, frame):
@@ -366,9 +366,9 @@ class Elaborator:
         else:  # pragma: no cover - the grammar has no other statements
             raise AssertionError(type(st))
 
-    def _assign(self, name: str, value, frame: Frame):
+    def _assign(self, name: str, value, frame: Frame, span: Span | None):
         if name in self.ops or name in BUILTINS:
-            raise NameLookupError(f"cannot assign to '{name}': it names a built-in", None, frame.trace)
+            raise NameLookupError(f"cannot assign to '{name}': it names a built-in", span, frame.trace)
         frame.env[name] = value
         if isinstance(value, Value):
             self.hints.setdefault(id(value), name)
@@ -448,7 +448,7 @@ class Elaborator:
         if any(v.name == st.name for v in self.graph.inputs):
             raise NameLookupError(f"'{st.name}' is already an input name", st.span)
         self.graph.outputs.append((st.name, value))
-        self._assign(st.name, value, frame)
+        self._assign(st.name, value, frame, st.span)
 
     def _truth(self, v, span, frame) -> bool:
         if isinstance(v, Value):
