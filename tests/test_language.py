@@ -236,3 +236,24 @@ def test_two_imports_defining_one_name_is_an_error(tmp_path):
         netdsl.load(tmp_path / "main.net")
     assert (e.value.line, e.value.col) == (2, 1)
     assert "'U' is defined both at" in e.value.message
+
+
+def test_type_builtin_multiline_docstrings_and_bare_aliases():
+    text = '''
+    block Pick(v) {
+        """Conv with an optional kernel.
+
+        v is a width, or [width, kernel]."""
+        if type(v) == "list" { Conv2d(v[0], v[1]) } else { Conv2d(v, 3, padding = 1) }
+    }
+    network T(cfg: list = [4, [6, 1]]) { input x: f32[1, 2, 8, 8]
+        output y = x -> [ for v in cfg { Pick(v) } ] }
+    network U = T'''
+    net = netdsl.loads(text, network="U")
+    assert dict(net.graph.outputs)["y"].shape == (1, 6, 8, 8)
+    program_block = net.program.blocks["Pick"]
+    assert program_block.doc == "Conv with an optional kernel.\n\nv is a width, or [width, kernel]."
+    assert [type_ for type_ in ("int", "float", "bool", "str", "list")]
+    g = graph('network T { input x: f32[1, 1, H, 2]\n'
+              ' output y = x -> Conv2d(len([type(1), type(1.5), type(true), type("s"), type(x), type(x.shape[2])]), 1) }')
+    assert dict(g.outputs)["y"].shape[1] == 6
