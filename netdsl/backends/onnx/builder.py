@@ -75,6 +75,7 @@ class OnnxBuilder:
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
+DOUBLE = TensorProto.DOUBLE
 
 
 def reduce(b: OnnxBuilder, op: str, x: str, axes, keepdims: int = 1, out=None) -> str:

@@ -6,11 +6,12 @@ graph outputs line up with the IR's values.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
 from ...ir import dims as D
-from .builder import OnnxBuilder, reduce
+from .builder import DOUBLE, FLOAT, INT64, OnnxBuilder, reduce
 
 EMITTERS: dict = {}
 
@@ -21,11 +22,6 @@ def emitter(*names):
             EMITTERS[n] = fn
         return fn
     return deco
-
-
-def _static_dims(node, which=0):
-    shape = node.inputs[which].shape
-    return all(D.is_static(d) for d in shape[2:])
 
 
 # ---- convolutions ----------------------------------------------------------------------
@@ -40,12 +36,28 @@ def _conv(b: OnnxBuilder, node, ins, outs):
 
 @emitter("ConvTranspose2d")
 def _deconv(b, node, ins, outs):
+    """torch's output_padding first un-crops up to `padding` rows at the end of the full
+    transposed convolution, then appends rows (bias only). onnxruntime rejects
+    output_padding >= stride, which torch allows when output_padding < dilation; then the full
+    result is cropped and extended by one Pad with negative begin pads."""
     a = node.attrs
-    args = [ins[0], b.weight(node, "weight")] + ([b.weight(node, "bias")] if a["bias"] else [])
-    pads = [p[0] for p in a["pads"]] + [p[1] for p in a["pads"]]
-    b.add("ConvTranspose", args, outs, kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
-          pads=pads, dilations=list(a["dilation"]), group=a["groups"],
-          output_padding=list(a["output_padding"]))
+    begin, op_ = [p[0] for p in a["pads"]], a["output_padding"]
+    extra = [max(o - p, 0) for o, p in zip(op_, begin)]
+    kw = dict(kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]), dilations=list(a["dilation"]),
+              group=a["groups"])
+    bias = [b.weight(node, "bias")] if a["bias"] else []
+    if all(e < s for e, s in zip(extra, a["stride"])):
+        end = [max(p - o, 0) for o, p in zip(op_, begin)]
+        b.add("ConvTranspose", [ins[0], b.weight(node, "weight")] + bias, outs, pads=begin + end,
+              output_padding=extra, **kw)
+        return
+    y = b.add("ConvTranspose", [ins[0], b.weight(node, "weight")], "deconv", **kw)
+    pads = [0, 0] + [-p for p in begin] + [0, 0] + [o - p for o, p in zip(op_, begin)]
+    if not bias:
+        b.add("Pad", [y, b.ints(pads)], outs)
+        return
+    y = b.add("Pad", [y, b.ints(pads)], "deconv_padded")
+    b.add("Add", [y, b.add("Unsqueeze", [bias[0], b.ints([1, 2])], "bias_c11")], outs)
 
 
 # ---- linear, reshaping ---------------------------------------------------------------------
@@ -135,6 +147,9 @@ def _silu(b, node, ins, outs):
 @emitter("GELU")
 def _gelu(b, node, ins, outs):
     x = ins[0]
+    if b.opset >= 20:
+        b.add("Gelu", [x], outs, approximate=node.attrs["approximate"])
+        return
     if node.attrs["approximate"] == "tanh":
         cube = b.add("Mul", [b.add("Mul", [x, x], "sq"), x], "cube")
         inner = b.add("Add", [x, b.add("Mul", [cube, b.const(np.float32(0.044715), "c")], "t")], "inner")
@@ -160,15 +175,32 @@ def _log_softmax(b, node, ins, outs):
 # ---- pooling ------------------------------------------------------------------------------
 @emitter("MaxPool2d", "AvgPool2d")
 def _pool(b, node, ins, outs):
+    """Pooling in floor mode. torch's ceil_mode becomes an end pad of min(pad + stride, span) - 1,
+    which gives torch's window count for every input size, including its rule that drops a
+    last window starting in the right padding (ONNX's ceil_mode has no such rule)."""
     a = node.attrs
-    kw = dict(kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
-              pads=list(a["padding"]) * 2, ceil_mode=int(a["ceil_mode"]))
+    k, s, p, d = a["kernel_size"], a["stride"], list(a["padding"]), a["dilation"]
+    begin = p
+    end = [min(pi + si, di * (ki - 1) + 1) - 1 for ki, si, pi, di in zip(k, s, p, d)] if a["ceil_mode"] else p
+    x = ins[0]
+    kw = dict(kernel_shape=list(k), strides=list(s))
     if node.op == "MaxPool2d":
-        if any(d != 1 for d in a["dilation"]):
-            kw["dilations"] = list(a["dilation"])
-        b.add("MaxPool", ins, outs, **kw)
-    else:
-        b.add("AveragePool", ins, outs, count_include_pad=int(a["count_include_pad"]), **kw)
+        if any(di > 1 for di in d) and any(begin + end):
+            # a dilated window can lie wholly in the padding, where torch gives -inf and onnxruntime
+            # the lowest float; ceil mode's end pad may also exceed the kernel, which onnxruntime rejects
+            pads = b.ints([0, 0] + begin + [0, 0] + end)
+            x = b.add("Pad", [x, pads, b.const(np.float32(-np.inf), "neg_inf")], "padded")
+            begin = end = [0, 0]
+        if any(di != 1 for di in d):
+            kw["dilations"] = list(d)
+        b.add("MaxPool", [x], outs, pads=begin + end, **kw)
+        return
+    include = a["count_include_pad"] and any(p)
+    if a["ceil_mode"] and include:
+        # torch's divisor counts the padding but not a window's overhang past it
+        x = b.add("Pad", [x, b.ints([0, 0] + p + [0, 0] + p)], "padded")
+        begin, end, include = [0, 0], [e - pi for e, pi in zip(end, p)], False
+    b.add("AveragePool", [x], outs, pads=begin + end, count_include_pad=int(include), **kw)
 
 
 @emitter("GlobalAvgPool2d")
@@ -184,27 +216,31 @@ def _gmp(b, node, ins, outs):
 @emitter("AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 def _adaptive(b, node, ins, outs):
     is_max = node.op == "AdaptiveMaxPool2d"
-    size = node.inputs[0].shape[2:]
+    shape = node.inputs[0].shape
     osz = node.attrs["output_size"]
     if tuple(osz) == (1, 1):
         b.add("GlobalMaxPool" if is_max else "GlobalAveragePool", ins, outs)
         return
-    if all(D.is_static(s) for s in size) and all(s % o == 0 for s, o in zip(size, osz)):
-        k = [s // o for s, o in zip(size, osz)]
+    if all(D.is_static(s) and s % o == 0 for s, o in zip(shape[2:], osz)):
+        k = [s // o for s, o in zip(shape[2:], osz)]
         if k == [1, 1]:
             b.add("Identity", ins, outs)
         else:
             b.add("MaxPool" if is_max else "AveragePool", ins, outs, kernel_shape=k, strides=k)
         return
-    if is_max:
-        _adaptive_max_masked(b, ins[0], osz, outs)
-    else:
-        _adaptive_avg_matrix(b, ins[0], osz, outs)
+    (_adaptive_max_masked if is_max else _adaptive_avg_matrix)(b, ins[0], shape, osz, outs)
 
 
-def _bin_masks(b, x: str, axis: int, o: int) -> str:
-    """[o, L] float mask: 1 where position l lies in adaptive bin i of an axis of length L.
-    Bin i covers [floor(i L / o), ceil((i + 1) L / o)), computed at run time."""
+def _static_bins(length: int, o: int) -> np.ndarray:
+    pos, i = np.arange(length), np.arange(o).reshape(o, 1)
+    return (pos >= i * length // o) & (pos < -(-(i + 1) * length // o))
+
+
+def _bin_masks(b, x: str, axis: int, o: int, length) -> str:
+    """[o, L] bool mask: true where position l lies in adaptive bin i of an axis of length L.
+    Bin i covers [floor(i L / o), ceil((i + 1) L / o)); computed at run time if L is symbolic."""
+    if D.is_static(length):
+        return b.const(_static_bins(length, o), "in_bin")
     length = b.shape_dims(x, axis, axis + 1, "len")                       # [1]
     pos = b.add("Range", [b.ints(0), b.add("Squeeze", [length, b.ints([0])], "l"), b.ints(1)], "pos")
     idx = b.ints(np.arange(o).reshape(o, 1))                              # [o, 1]
@@ -217,11 +253,15 @@ def _bin_masks(b, x: str, axis: int, o: int) -> str:
     return b.add("And", [ge, lt], "in_bin")
 
 
-def _adaptive_avg_matrix(b, x, osz, outs):
-    """Adaptive average pooling as two matrix products with run-time bin matrices."""
+def _adaptive_avg_matrix(b, x, shape, osz, outs):
+    """Adaptive average pooling as two matrix products with bin-averaging matrices."""
     mats = []
     for axis, o in ((2, osz[0]), (3, osz[1])):
-        m = b.add("Cast", [_bin_masks(b, x, axis, o)], "mask_f", to=1)
+        if D.is_static(shape[axis]):
+            m = _static_bins(shape[axis], o).astype(np.float32)
+            mats.append(b.const(m / m.sum(1, keepdims=True), "bin_w"))
+            continue
+        m = b.add("Cast", [_bin_masks(b, x, axis, o, shape[axis])], "mask_f", to=FLOAT)
         count = b.add("ReduceSum", [m, b.ints([1])], "count", keepdims=1)
         mats.append(b.add("Div", [m, count], "bin_w"))
     ph, pw = mats
@@ -230,23 +270,17 @@ def _adaptive_avg_matrix(b, x, osz, outs):
     b.add("MatMul", [rows, pw_t], outs)
 
 
-def _adaptive_max_masked(b, x, osz, outs):
-    """Adaptive max pooling: max over each run-time bin, one axis at a time."""
+def _adaptive_max_masked(b, x, shape, osz, outs):
+    """Adaptive max pooling: max over each bin, one axis at a time."""
     neg = b.const(np.float32(-np.inf), "neg_inf")
-    cur = x
-    for axis, o in ((3, osz[1]), (2, osz[0])):
-        mask = _bin_masks(b, cur, axis, o)                                  # [o, L]
-        if axis == 3:
-            # [N, C, H, 1, W] against mask [o, W] -> [N, C, H, o, W], max over W
-            expanded = b.add("Unsqueeze", [cur, b.ints([3])], "unsq")
-            picked = b.add("Where", [mask, expanded, neg], "masked")
-            cur = reduce(b, "ReduceMax", picked, [4], keepdims=0)
-        else:
-            # [N, C, 1, H, o_w] against mask [o, H, 1] -> [N, C, o, H, o_w], max over H
-            expanded = b.add("Unsqueeze", [cur, b.ints([2])], "unsq")
-            mask3 = b.add("Unsqueeze", [mask, b.ints([2])], "mask3")
-            picked = b.add("Where", [mask3, expanded, neg], "masked")
-            cur = reduce(b, "ReduceMax", picked, [3], keepdims=0, out=outs)
+    # [N, C, H, 1, W] against mask [o_w, W] -> [N, C, H, o_w, W], max over W
+    mask = _bin_masks(b, x, 3, osz[1], shape[3])
+    picked = b.add("Where", [mask, b.add("Unsqueeze", [x, b.ints([3])], "unsq"), neg], "masked")
+    cur = reduce(b, "ReduceMax", picked, [4], keepdims=0)
+    # [N, C, 1, H, o_w] against mask [o_h, H, 1] -> [N, C, o_h, H, o_w], max over H
+    mask = b.add("Unsqueeze", [_bin_masks(b, x, 2, osz[0], shape[2]), b.ints([2])], "mask3")
+    picked = b.add("Where", [mask, b.add("Unsqueeze", [cur, b.ints([2])], "unsq"), neg], "masked")
+    reduce(b, "ReduceMax", picked, [3], keepdims=0, out=outs)
 
 
 # ---- tensor functions ----------------------------------------------------------------------
@@ -281,41 +315,112 @@ def _center_crop(b, node, ins, outs):
 @emitter("resize")
 def _resize(b, node, ins, outs):
     a = node.attrs
-    if a["mode"] == "nearest":
-        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    else:
+    x, scale = ins[0], a["scale"]
+    if a["mode"] == "bilinear":
+        # half_pixel rather than pytorch_half_pixel: torch maps an output of length 1 like any other
         kw = dict(mode="linear",
-                  coordinate_transformation_mode="align_corners" if a["align_corners"] else "pytorch_half_pixel")
-    empty = ""
+                  coordinate_transformation_mode="align_corners" if a["align_corners"] else "half_pixel")
+        if scale is None:
+            hw = b.shape_dims(ins[1], 2, hint="hw") if a["like"] else b.ints(list(a["size"]))
+            sizes = b.add("Concat", [b.shape_dims(x, 0, 2, "nc"), hw], "sizes", axis=0)
+            b.add("Resize", [x, "", "", sizes], outs, **kw)
+            return
+        b.add("Resize", [x, "", _bilinear_scales(b, node, ins)], outs, **kw)
+        return
+    if scale is not None and all(s.is_integer() and Fraction(float(np.float32(1 / s))) >= Fraction(1, int(s))
+                                 for s in scale):
+        # whole scales whose float32 reciprocal is not below 1 / s: ONNX's floor(i / s) is torch's index
+        b.add("Resize", [x, "", b.const(np.array([1, 1, *scale], np.float32), "scales")], outs,
+              mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return
+    rows = b.add("Gather", [x, _nearest_index(b, node, ins, 2)], "rows", axis=2)
+    b.add("Gather", [rows, _nearest_index(b, node, ins, 3)], outs, axis=3)
+
+
+def _bilinear_scales(b, node, ins) -> str:
+    """Resize scales. torch copies an axis whose output length equals its input length, whatever
+    the scale (1 < scale < 2 on short axes); onnxruntime would interpolate it, so such an axis
+    gets scale 1, decided at run time when its length is symbolic."""
+    a = node.attrs
+    scales = []
+    for axis, s in zip((2, 3), a["scale"]):
+        length = node.inputs[0].shape[axis]
+        if a["align_corners"] or not 1 < s < 2:
+            scales.append(s)
+        elif D.is_static(length):
+            scales.append(1.0 if node.outputs[0].shape[axis] == length else s)
+        else:
+            length = b.shape_dims(ins[0], axis, axis + 1, "len")
+            same = b.add("Equal", [_resized_len(b, node, ins, axis), length], "same")
+            scales.append(b.add("Where", [same, b.const(np.ones(1, np.float32), "one"),
+                                          b.const(np.array([s], np.float32), "scale")], "axis_scale"))
+    if not any(isinstance(s, str) for s in scales):
+        return b.const(np.array([1, 1, *scales], np.float32), "scales")
+    parts = [s if isinstance(s, str) else b.const(np.array([s], np.float32), "scale") for s in scales]
+    return b.add("Concat", [b.const(np.ones(2, np.float32), "ones")] + parts, "scales", axis=0)
+
+
+def _resized_len(b, node, ins, axis: int) -> str:
+    """[1] int64: the output length along `axis`, at run time if symbolic; from scale=, it is
+    floor(L * scale) in double, as torch computes it."""
+    a = node.attrs
+    n_out = node.outputs[0].shape[axis]
+    if D.is_static(n_out):
+        return b.ints([n_out])
     if a["like"]:
-        sizes = b.add("Concat", [b.shape_dims(ins[0], 0, 2, "nc"), b.shape_dims(ins[1], 2, hint="hw")],
-                      "sizes", axis=0)
-        b.add("Resize", [ins[0], empty, empty, sizes], outs, **kw)
-    elif a["size"] is not None:
-        sizes = b.add("Concat", [b.shape_dims(ins[0], 0, 2, "nc"), b.ints(list(a["size"]))], "sizes", axis=0)
-        b.add("Resize", [ins[0], empty, empty, sizes], outs, **kw)
+        return b.shape_dims(ins[1], axis, axis + 1, "out_len")
+    length = b.add("Cast", [b.shape_dims(ins[0], axis, axis + 1, "len")], "len_d", to=DOUBLE)
+    prod = b.add("Mul", [length, b.const(np.float64(a["scale"][axis - 2]), "scale_d")], "prod")
+    return b.add("Cast", [b.add("Floor", [prod], "floor")], "out_len", to=INT64)
+
+
+def _nearest_index(b, node, ins, axis: int) -> str:
+    """The input positions torch's nearest mode reads along `axis`: min(floor(j * r), L - 1) in
+    float32, with r = float32(1 / scale) or float32(L) / out, and exact special cases
+    out == L and out == 2 L. Constant when the sizes are static."""
+    a = node.attrs
+    length, n_out = node.inputs[0].shape[axis], node.outputs[0].shape[axis]
+    scale = a["scale"][axis - 2] if a["scale"] is not None else None
+    if D.is_static(length) and D.is_static(n_out):
+        j = np.arange(n_out)
+        if n_out in (length, 2 * length):
+            return b.ints(j * length // n_out, "nearest_idx")
+        r = np.float32(1 / scale) if scale is not None else np.float32(length) / np.float32(n_out)
+        return b.ints(np.minimum(np.floor(j.astype(np.float32) * r), length - 1), "nearest_idx")
+    length = b.shape_dims(ins[0], axis, axis + 1, "len")                  # [1]
+    n_out = _resized_len(b, node, ins, axis)
+    j = b.add("Range", [b.ints(0), b.add("Squeeze", [n_out, b.ints([0])], "n"), b.ints(1)], "j")
+    if scale is not None:
+        r = b.const(np.float32(1 / scale), "inv_scale")
     else:
-        scales = b.const(np.array([1.0, 1.0] + [float(s) for s in a["scale"]], np.float32), "scales")
-        b.add("Resize", [ins[0], empty, scales], outs, **kw)
+        out_f = b.add("Cast", [n_out], "out_f", to=FLOAT)
+        r = b.add("Div", [b.add("Cast", [length], "len_f", to=FLOAT), out_f], "r")
+    src = b.add("Floor", [b.add("Mul", [b.add("Cast", [j], "j_f", to=FLOAT), r], "jr")], "src_f")
+    last = b.add("Sub", [length, b.ints([1])], "last")
+    idx = b.add("Min", [b.add("Cast", [src], "src", to=INT64), last], "idx")
+    if scale is None:       # r is then exactly 1 or 1/2 in torch's special cases
+        return idx
+    same = b.add("Equal", [n_out, length], "same")
+    double = b.add("Equal", [n_out, b.add("Mul", [length, b.ints([2])], "twice")], "double")
+    idx = b.add("Where", [double, b.add("Div", [j, b.ints([2])], "half"), idx], "idx2")
+    return b.add("Where", [same, j, idx], "nearest_idx")
 
 
 @emitter("LocalResponseNorm")
 def _lrn(b, node, ins, outs):
-    """PyTorch's formula, written out: it pads the channel window asymmetrically for
-    even sizes, where ONNX's LRN op centres it differently."""
+    """ONNX's LRN centres the channel window as torch does only for odd sizes; otherwise torch's
+    formula is written out on [N, 1, C, rest], with its window padded by size // 2 channels
+    before and (size - 1) // 2 after."""
     a = node.attrs
-    x = ins[0]
-    rank = node.inputs[0].rank
-    size = a["size"]
+    x, size = ins[0], a["size"]
+    if size % 2 and node.inputs[0].rank == 4:
+        b.add("LRN", [x], outs, size=size, alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+        return
     sq = b.add("Mul", [x, x], "sq")
-    u = b.add("Unsqueeze", [sq, b.ints([1])], "sq5")                 # [N, 1, C, ...]
-    pads = [0] * (rank + 1) * 2
-    pads[2] = size // 2
-    pads[(rank + 1) + 2] = (size - 1) // 2
-    padded = b.add("Pad", [u, b.ints(pads)], "padded")
-    pooled = b.add("AveragePool", [padded], "pooled", kernel_shape=[size] + [1] * (rank - 2),
-                   strides=[1] * (rank - 1))
-    div = b.add("Squeeze", [pooled, b.ints([1])], "div")
+    sq = b.add("Reshape", [b.add("Unsqueeze", [sq, b.ints([1])], "sq5"), b.ints([0, 0, 0, -1])], "sq4")
+    padded = b.add("Pad", [sq, b.ints([0, 0, size // 2, 0, 0, 0, (size - 1) // 2, 0])], "padded")
+    pooled = b.add("AveragePool", [padded], "pooled", kernel_shape=[size, 1])
+    div = b.add("Reshape", [pooled, b.add("Shape", [x], "x_shape")], "div")
     div = b.add("Mul", [div, b.const(np.float32(a["alpha"]), "alpha")], "div_a")
     div = b.add("Add", [div, b.const(np.float32(a["k"]), "k")], "div_k")
     div = b.add("Pow", [div, b.const(np.float32(a["beta"]), "beta")], "div_p")

@@ -17,8 +17,7 @@ def window_out(size, pad_total: int, dilation: int, kernel: int, stride: int, ce
     avail = D.add(size, pad_total - span)
     if not ceil_mode:
         return D.add(D.floordiv(avail, stride), 1)
-    out = D.add(D.ceildiv(avail, stride), 1)
-    return out
+    return D.add(D.ceildiv(avail, stride), 1)
 
 
 def same_pads(kernel, dilation) -> tuple:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
-from .common import need_rank, numel, window_out
+from .common import need_rank, window_out
 
 _LAYOUT = "[N, C, H, W]"
 
@@ -37,15 +37,12 @@ def _infer_pool(a, shapes, ctx):
     out = list(x[:2])
     for i, size in enumerate(x[2:]):
         k, s, p, d = a["kernel_size"][i], a["stride"][i], a["padding"][i], a["dilation"][i]
-        n = window_out(size, 2 * p, d, k, s, a["ceil_mode"])
-        span = d * (k - 1) + 1
-        if a["ceil_mode"] and p + s > span:
-            # torch drops a last window that would start in the right padding
-            if not D.is_static(size):
-                ctx.fail("ceil_mode with a stride larger than the kernel needs concrete input sizes")
-            if (n - 1) * s >= size + p:
-                n -= 1
-        out.append(n)
+        if a["ceil_mode"] and p + s > d * (k - 1) + 1:
+            # torch drops a last window that would start in the right padding; here that
+            # leaves exactly the windows starting before size + p
+            out.append(D.add(D.floordiv(D.add(size, p - 1), s), 1))
+        else:
+            out.append(window_out(size, 2 * p, d, k, s, a["ceil_mode"]))
     return [tuple(out)]
 
 
@@ -73,4 +70,3 @@ for _kind in ("Avg", "Max"):
     register(OpSpec(f"Global{_kind}Pool2d", f"{_kind.lower()} over all of H and W -> [N, C, 1, 1].",
                     lambda a, s, ctx: [tuple(s[0][:2]) + (1, 1)], (), resolve=_resolve_adaptive))
 
-_ = numel

@@ -1,0 +1,417 @@
+"""Torch <-> ONNX parity for every op, over meaningful attribute combinations.
+
+Each case is a small network. It is compiled once to a torch module (eval mode)
+and once to an ONNX model with symbolic input dims, then run on random inputs of
+two different sizes through the same ONNX session; outputs must agree with each
+other and with the shape the IR inferred.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+
+import netdsl
+from netdsl.errors import UsageError
+from netdsl.ir import dims as D
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+TOL = 1e-4
+IMG = ((2, 3, 9, 11), (1, 3, 16, 7))      # default input sizes for [N, 3, H, W]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    spec: str             # network body: input declarations and outputs
+    sizes: tuple          # one or more runs; each run gives the shape of every input
+
+
+def chain(id, layers, decl="[N, 3, H, W]", sizes=IMG):
+    """One input x, one output: x -> layers."""
+    return Case(id, f"input x: f32{decl}\noutput y = x -> {layers}", tuple((s,) for s in sizes))
+
+
+def one(id, expr, sizes, decl="[N, 3, H, W]"):
+    """One input x, output y = expr."""
+    return Case(id, f"input x: f32{decl}\noutput y = {expr}", tuple((s,) for s in sizes))
+
+
+def fn(id, decls, expr, sizes):
+    """Several inputs (name: decl), output y = expr."""
+    head = "\n".join(f"input {n}: f32{d}" for n, d in decls.items())
+    return Case(id, f"{head}\noutput y = {expr}", sizes)
+
+
+SEQ = ((2, 5, 12), (1, 5, 7))             # [N, 5, L]
+STATIC = "[N, 3, 17, 17]"
+STATIC_SIZES = ((2, 3, 17, 17), (1, 3, 17, 17))
+DIV, DIV_SIZES = "[N, 3, 12, 12]", ((2, 3, 12, 12), (1, 3, 12, 12))
+MIXED_SIZES = ((2, 3, 12, 8), (1, 3, 12, 13))     # for [N, 3, 12, W]
+
+CASES = [
+    # ---- convolutions
+    chain("conv2d", "Conv2d(8, 3)"),
+    chain("conv2d-s2p1", "Conv2d(8, 3, stride = 2, padding = 1, groups = 1)"),
+    chain("conv2d-same-odd", "Conv2d(4, 3, padding = 'same')"),
+    chain("conv2d-same-even", "Conv2d(4, 4, padding = 'same')"),
+    chain("conv2d-same-dil", "Conv2d(4, [2, 3], padding = 'same', dilation = [3, 2])"),
+    chain("conv2d-valid", "Conv2d(4, 2, padding = 'valid')"),
+    chain("conv2d-dil2", "Conv2d(4, 3, padding = 2, dilation = 2)"),
+    chain("conv2d-groups", "Conv2d(6, 3, groups = 3, padding = 1)"),
+    chain("conv2d-depthwise", "Conv2d(12, 3, 1, 1) -> Conv2d(12, 3, groups = 12)"),
+    chain("conv2d-nobias", "Conv2d(5, 1, bias = false)"),
+    chain("conv2d-rect", "Conv2d(4, [3, 5], stride = [2, 1], padding = [1, 2])"),
+    chain("conv2d-same-static", "Conv2d(4, 4, padding = 'same')", STATIC, STATIC_SIZES),
+    chain("conv2d-static", "Conv2d(4, 5, stride = 3)", decl="[2, 3, 17, 17]", sizes=((2, 3, 17, 17),)),
+    chain("conv1d", "Conv1d(4, 3)", "[N, 5, L]", SEQ),
+    chain("conv1d-s2p1-nobias", "Conv1d(4, 3, stride = 2, padding = 1, bias = false)", "[N, 5, L]", SEQ),
+    chain("conv1d-same-even", "Conv1d(4, 4, padding = 'same', dilation = 2)", "[N, 5, L]", SEQ),
+    chain("conv1d-groups", "Conv1d(10, 3, groups = 5, padding = 'valid')", "[N, 5, L]", SEQ),
+    chain("deconv", "ConvTranspose2d(4, 3)"),
+    chain("deconv-s2p1op1", "ConvTranspose2d(4, 3, stride = 2, padding = 1, output_padding = 1)"),
+    chain("deconv-dil", "ConvTranspose2d(4, 3, dilation = 2, padding = 1)"),
+    chain("deconv-op-lt-dil", "ConvTranspose2d(4, 3, dilation = 2, output_padding = 1)"),
+    chain("deconv-op-lt-dil-p1", "ConvTranspose2d(4, 3, dilation = 3, padding = 1, output_padding = 2)"),
+    chain("deconv-op-lt-dil-nobias", "ConvTranspose2d(4, 3, dilation = 2, output_padding = 1, bias = false)"),
+    chain("deconv-groups-nobias", "ConvTranspose2d(6, 2, stride = 2, groups = 3, bias = false)"),
+    chain("deconv-rect", "ConvTranspose2d(2, [3, 4], stride = [2, 3], padding = [1, 0], "
+                         "output_padding = [1, 2])"),
+    # ---- linear, reshaping
+    chain("linear-2d", "Linear(7)", "[N, 5]", ((3, 5), (1, 5))),
+    chain("linear-3d", "Linear(7)", "[N, T, 5]", ((2, 3, 5), (1, 4, 5))),
+    chain("linear-4d-nobias", "Linear(4, bias = false)", "[N, C, T, 5]", ((2, 3, 4, 5), (1, 1, 2, 5))),
+    chain("linear-2d-nobias", "Linear(4, bias = false)", "[N, 6]", ((3, 6), (1, 6))),
+    chain("flatten", "Flatten"),
+    chain("flatten-all", "Flatten(0)"),
+    chain("flatten-hw", "Flatten(2)"),
+    chain("flatten-mid", "Flatten(1, 2)"),
+    chain("flatten-neg", "Flatten(-3, -2)"),
+    chain("flatten-noop", "Flatten(2, 2)"),
+    chain("flatten-3d", "Flatten", "[N, 5, L]", SEQ),
+    chain("flatten-linear", "Flatten -> Linear(6)", STATIC, STATIC_SIZES),
+    # ---- normalisation, dropout
+    chain("bn2d", "BatchNorm2d"),
+    chain("bn2d-noaffine-eps", "BatchNorm2d(eps = 0.001, affine = false)"),
+    chain("bn1d-2d", "BatchNorm1d", "[N, 6]", ((4, 6), (1, 6))),
+    chain("bn1d-3d", "BatchNorm1d(momentum = 0.3)", "[N, 5, L]", SEQ),
+    chain("conv-bn-relu", "Conv2d(8, 3, padding = 1, bias = false) -> BatchNorm2d -> ReLU"),
+    chain("dropout", "Dropout(0.3)"),
+    chain("lrn-1", "LocalResponseNorm(1)"),
+    chain("lrn-2", "LocalResponseNorm(2, alpha = 0.5)", "[N, 6, H, W]", ((2, 6, 4, 5), (1, 6, 3, 3))),
+    chain("lrn-3", "LocalResponseNorm(3, alpha = 0.1, beta = 0.5, k = 2.0)", "[N, 6, H, W]",
+          ((2, 6, 4, 5), (1, 6, 3, 3))),
+    chain("lrn-4", "LocalResponseNorm(4, alpha = 0.3)", "[N, 7, H, W]", ((2, 7, 4, 5), (1, 7, 3, 3))),
+    chain("lrn-5-big", "LocalResponseNorm(5, alpha = 0.2)"),
+    chain("lrn-8-wide", "LocalResponseNorm(8, alpha = 0.4)"),
+    chain("lrn-3d", "LocalResponseNorm(2, alpha = 0.5)", "[N, 5, L]", SEQ),
+    chain("lrn-5d", "LocalResponseNorm(3, alpha = 0.5)", "[N, 4, D, H, W]",
+          ((2, 4, 2, 3, 3), (1, 4, 3, 2, 2))),
+    # ---- activations
+    chain("relu", "ReLU"),
+    chain("leaky-relu", "LeakyReLU"),
+    chain("leaky-relu-0.2", "LeakyReLU(0.2)"),
+    chain("elu", "ELU"),
+    chain("elu-0.5", "ELU(alpha = 0.5)"),
+    chain("gelu", "GELU"),
+    chain("gelu-tanh", "GELU(approximate = 'tanh')"),
+    chain("silu", "SiLU"),
+    chain("sigmoid", "Sigmoid"),
+    chain("tanh", "Tanh"),
+    chain("softmax", "Softmax"),
+    chain("softmax-last", "Softmax(dim = -1)"),
+    chain("softmax-0", "Softmax(0)"),
+    chain("softmax-2", "Softmax(2)"),
+    chain("softmax-2d", "Linear(4) -> Softmax(dim = -1)", "[N, 5]", ((3, 5), (1, 5))),
+    chain("softmax-3d", "Softmax", "[N, 5, L]", SEQ),
+    chain("log-softmax", "LogSoftmax"),
+    chain("log-softmax-last", "LogSoftmax(-1)"),
+    chain("log-softmax-0", "LogSoftmax(0)"),
+    # ---- max / average pooling
+    chain("maxpool-2", "MaxPool2d(2)"),
+    chain("maxpool-3s2", "MaxPool2d(3, 2)"),
+    chain("maxpool-3s2p1", "MaxPool2d(3, stride = 2, padding = 1)"),
+    chain("maxpool-3s1p1", "MaxPool2d(3, 1, 1)"),
+    chain("maxpool-rect", "MaxPool2d([3, 2], stride = [2, 1], padding = [1, 0])"),
+    chain("maxpool-dil", "MaxPool2d(3, stride = 1, dilation = 2)"),
+    chain("maxpool-dil-pad", "MaxPool2d(2, stride = 2, padding = 1, dilation = 3)"),
+    chain("maxpool-k2s3", "MaxPool2d(2, stride = 3)"),
+    chain("maxpool-ceil", "MaxPool2d(2, ceil_mode = true)"),
+    chain("maxpool-3s2-ceil", "MaxPool2d(3, stride = 2, ceil_mode = true)"),
+    chain("maxpool-3s2p1-ceil", "MaxPool2d(3, stride = 2, padding = 1, ceil_mode = true)"),
+    chain("maxpool-dil-ceil", "MaxPool2d(2, stride = 2, padding = 1, dilation = 2, ceil_mode = true)"),
+    chain("maxpool-dil-allpad", "MaxPool2d(2, stride = 1, padding = 1, dilation = 3)",
+          sizes=((2, 3, 2, 5), (1, 3, 4, 2))),
+    chain("maxpool-k2s3-ceil", "MaxPool2d(2, stride = 3, ceil_mode = true)"),
+    chain("maxpool-k2s3-ceil-static", "MaxPool2d(2, stride = 3, ceil_mode = true)", STATIC, STATIC_SIZES),
+    chain("maxpool-k3s4p1-ceil-static", "MaxPool2d(3, stride = 4, padding = 1, ceil_mode = true)",
+          "[N, 3, 13, 14]", ((2, 3, 13, 14), (1, 3, 13, 14))),
+    chain("avgpool-2", "AvgPool2d(2)"),
+    chain("avgpool-3s2", "AvgPool2d(3, 2)"),
+    chain("avgpool-3s2p1", "AvgPool2d(3, stride = 2, padding = 1)"),
+    chain("avgpool-3s2p1-excl", "AvgPool2d(3, stride = 2, padding = 1, count_include_pad = false)"),
+    chain("avgpool-3s1p1", "AvgPool2d(3, 1, 1)"),
+    chain("avgpool-rect", "AvgPool2d([2, 3], stride = [1, 2], padding = [1, 1])"),
+    chain("avgpool-ceil", "AvgPool2d(2, ceil_mode = true)"),
+    chain("avgpool-3s2-ceil", "AvgPool2d(3, stride = 2, ceil_mode = true)"),
+    chain("avgpool-3s2p1-ceil", "AvgPool2d(3, stride = 2, padding = 1, ceil_mode = true)"),
+    chain("avgpool-3s2p1-ceil-excl", "AvgPool2d(3, stride = 2, padding = 1, ceil_mode = true, "
+                                     "count_include_pad = false)"),
+    chain("avgpool-4s3p2-ceil", "AvgPool2d(4, stride = 3, padding = 2, ceil_mode = true)"),
+    chain("avgpool-k3s4p1-ceil", "AvgPool2d(3, stride = 4, padding = 1, ceil_mode = true)"),
+    chain("avgpool-k2s3-ceil-static", "AvgPool2d(2, stride = 3, ceil_mode = true)", STATIC, STATIC_SIZES),
+    chain("avgpool-k3s4p1-ceil-static", "AvgPool2d(3, stride = 4, padding = 1, ceil_mode = true)",
+          "[N, 3, 13, 14]", ((2, 3, 13, 14), (1, 3, 13, 14))),
+    # ---- adaptive / global pooling
+    chain("adaptive-avg-1", "AdaptiveAvgPool2d(1)"),
+    chain("adaptive-avg-sym", "AdaptiveAvgPool2d([2, 3])"),
+    chain("adaptive-avg-sym-up", "AdaptiveAvgPool2d([5, 4])", sizes=((2, 3, 3, 11), (1, 3, 16, 2))),
+    chain("adaptive-avg-div", "AdaptiveAvgPool2d([4, 3])", DIV, DIV_SIZES),
+    chain("adaptive-avg-nondiv", "AdaptiveAvgPool2d([5, 3])", STATIC, STATIC_SIZES),
+    chain("adaptive-avg-same", "AdaptiveAvgPool2d(17)", STATIC, STATIC_SIZES),
+    chain("adaptive-avg-mixed", "AdaptiveAvgPool2d([3, 3])", "[N, 3, 12, W]", MIXED_SIZES),
+    chain("adaptive-avg-row", "AdaptiveAvgPool2d([1, 3])"),
+    chain("adaptive-max-1", "AdaptiveMaxPool2d(1)"),
+    chain("adaptive-max-sym", "AdaptiveMaxPool2d([2, 3])"),
+    chain("adaptive-max-sym-up", "AdaptiveMaxPool2d([5, 4])", sizes=((2, 3, 3, 11), (1, 3, 16, 2))),
+    chain("adaptive-max-div", "AdaptiveMaxPool2d([4, 3])", DIV, DIV_SIZES),
+    chain("adaptive-max-nondiv", "AdaptiveMaxPool2d([5, 3])", STATIC, STATIC_SIZES),
+    chain("adaptive-max-mixed", "AdaptiveMaxPool2d([3, 3])", "[N, 3, 12, W]", MIXED_SIZES),
+    chain("global-avg", "GlobalAvgPool2d"),
+    chain("global-max", "GlobalMaxPool2d"),
+    chain("global-max-static", "GlobalMaxPool2d", "[2, 3, 5, 4]", ((2, 3, 5, 4),)),
+    chain("global-avg-static", "GlobalAvgPool2d -> Flatten -> Linear(4)", STATIC, STATIC_SIZES),
+    # ---- tensor functions
+    fn("add", {"a": "[N, 3, H, W]", "b": "[N, 3, H, W]"}, "a + b",
+       (((2, 3, 4, 5), (2, 3, 4, 5)), ((1, 3, 2, 7), (1, 3, 2, 7)))),
+    fn("add-bcast", {"a": "[N, 3, H, W]", "b": "[1, 3, 1, 1]"}, "a + b",
+       (((2, 3, 4, 5), (1, 3, 1, 1)), ((1, 3, 2, 7), (1, 3, 1, 1)))),
+    fn("add-bcast-rank", {"a": "[N, 3, H, W]", "b": "[W]"}, "a + b",
+       (((2, 3, 4, 5), (5,)), ((1, 3, 2, 7), (7,)))),
+    one("add-residual", "x + (x -> Conv2d(3, 3, padding = 1))", ((2, 3, 4, 5), (1, 3, 6, 3))),
+    fn("mul", {"a": "[N, 3, H, W]", "b": "[N, 3, H, W]"}, "a * b",
+       (((2, 3, 4, 5), (2, 3, 4, 5)), ((1, 3, 2, 7), (1, 3, 2, 7)))),
+    fn("mul-bcast", {"a": "[N, 3, H, 1]", "b": "[N, 1, 1, W]"}, "a * b",
+       (((2, 3, 4, 1), (2, 1, 1, 5)), ((1, 3, 2, 1), (1, 1, 1, 6)))),
+    one("mul-gate", "x * (x -> GlobalAvgPool2d -> Sigmoid)", ((2, 3, 4, 5), (1, 3, 6, 3))),
+    fn("concat", {"a": "[N, 3, H, W]", "b": "[N, 2, H, W]"}, "concat(a, b)",
+       (((2, 3, 4, 5), (2, 2, 4, 5)), ((1, 3, 2, 7), (1, 2, 2, 7)))),
+    fn("concat-3-dim2", {"a": "[N, 3, H, W]", "b": "[N, 3, P, W]", "c": "[N, 3, 2, W]"},
+       "concat(a, b, c, dim = 2)",
+       (((2, 3, 4, 5), (2, 3, 3, 5), (2, 3, 2, 5)), ((1, 3, 1, 2), (1, 3, 5, 2), (1, 3, 2, 2)))),
+    fn("concat-last", {"a": "[N, 3, H, W]"}, "concat(a, a -> ReLU, dim = -1)",
+       (((2, 3, 4, 5),), ((1, 3, 6, 3),))),
+    fn("concat-one", {"a": "[N, 3, H, W]"}, "concat(a)", (((2, 3, 4, 5),), ((1, 3, 6, 3),))),
+    one("crop-sym", "center_crop(x, like = x -> Conv2d(4, 5))", ((2, 3, 9, 11), (1, 3, 16, 7))),
+    fn("crop-sym-2", {"x": "[N, 3, H, W]", "t": "[N, 2, P, Q]"}, "center_crop(x, like = t)",
+       (((2, 3, 9, 11), (2, 2, 5, 3)), ((1, 3, 8, 6), (1, 2, 2, 6)))),
+    fn("crop-static", {"x": "[N, 3, 17, 17]", "t": "[N, 5, 13, 11]"}, "center_crop(x, like = t)",
+       (((2, 3, 17, 17), (2, 5, 13, 11)), ((1, 3, 17, 17), (1, 5, 13, 11)))),
+    one("crop-3d", "center_crop(x, like = x -> Conv1d(2, 5))", ((2, 3, 9), (1, 3, 16)), "[N, 3, L]"),
+    # ---- resize
+    one("resize-nearest-2", "resize(x, scale = 2)", ((2, 3, 4, 5), (1, 3, 3, 2))),
+    one("resize-nearest-23", "resize(x, scale = [2, 3])", ((2, 3, 4, 5), (1, 3, 3, 2))),
+    one("resize-nearest-half", "resize(x, scale = 0.5)", ((2, 3, 8, 6), (1, 3, 7, 9))),
+    one("resize-nearest-1.5", "resize(x, scale = 1.5)", ((2, 3, 4, 6), (1, 3, 7, 5))),
+    one("resize-nearest-0.6", "resize(x, scale = 0.6)", ((2, 3, 17, 5), (1, 3, 10, 6))),
+    one("resize-nearest-1.05", "resize(x, scale = [1.05, 1.5])", ((2, 3, 10, 5), (1, 3, 30, 6))),
+    one("resize-nearest-2.05", "resize(x, scale = [2.05, 3])", ((2, 3, 10, 5), (1, 3, 30, 6))),
+    one("resize-nearest-static", "resize(x, scale = [1.5, 0.6])",
+        ((2, 3, 7, 5), (1, 3, 7, 5)), "[N, 3, 7, 5]"),
+    one("resize-nearest-size-static", "resize(x, size = [9, 14])",
+        ((2, 3, 7, 5), (1, 3, 7, 5)), "[N, 3, 7, 5]"),
+    one("resize-nearest-size", "resize(x, size = [5, 7])", ((2, 3, 4, 6), (1, 3, 9, 3))),
+    one("resize-nearest-size-down", "resize(x, size = [3, 4])", ((2, 3, 9, 11), (1, 3, 7, 13))),
+    fn("resize-nearest-like", {"x": "[N, 3, H, W]", "t": "[N, 5, P, Q]"}, "resize(x, like = t)",
+       (((2, 3, 4, 6), (2, 5, 9, 13)), ((1, 3, 8, 4), (1, 5, 3, 7)))),
+    one("resize-bilinear-2", "resize(x, scale = 2, mode = 'bilinear')", ((2, 3, 4, 5), (1, 3, 3, 2))),
+    one("resize-bilinear-2-ac", "resize(x, scale = 2, mode = 'bilinear', align_corners = true)",
+        ((2, 3, 4, 5), (1, 3, 3, 2))),
+    one("resize-bilinear-half", "resize(x, scale = 0.5, mode = 'bilinear')", ((2, 3, 8, 6), (1, 3, 7, 9))),
+    one("resize-bilinear-1.5-ac", "resize(x, scale = [1.5, 2.5], mode = 'bilinear', align_corners = true)",
+        ((2, 3, 4, 6), (1, 3, 7, 5))),
+    one("resize-bilinear-size", "resize(x, size = [5, 7], mode = 'bilinear')", ((2, 3, 4, 6), (1, 3, 9, 3))),
+    one("resize-bilinear-size-ac", "resize(x, size = [5, 7], mode = 'bilinear', align_corners = true)",
+        ((2, 3, 4, 6), (1, 3, 9, 3))),
+    one("resize-bilinear-size-1", "resize(x, size = [1, 4], mode = 'bilinear')",
+        ((2, 3, 4, 6), (1, 3, 9, 3))),
+    one("resize-bilinear-size-1-ac", "resize(x, size = [1, 4], mode = 'bilinear', align_corners = true)",
+        ((2, 3, 4, 6), (1, 3, 9, 3))),
+    fn("resize-bilinear-like", {"x": "[N, 3, H, W]", "t": "[N, 5, P, Q]"},
+       "resize(x, like = t, mode = 'bilinear')",
+       (((2, 3, 4, 6), (2, 5, 9, 13)), ((1, 3, 8, 4), (1, 5, 3, 7)))),
+    fn("resize-bilinear-like-ac", {"x": "[N, 3, H, W]", "t": "[N, 5, P, Q]"},
+       "resize(x, like = t, mode = 'bilinear', align_corners = true)",
+       (((2, 3, 4, 6), (2, 5, 9, 13)), ((1, 3, 8, 4), (1, 5, 3, 7)))),
+    one("resize-bilinear-mixed", "resize(x, scale = [0.7, 1.25], mode = 'bilinear')",
+        ((2, 3, 10, 8), (1, 3, 7, 3))),
+    one("resize-bilinear-copy-axis", "resize(x, scale = [1.5, 1.25], mode = 'bilinear')",
+        ((2, 3, 1, 3), (1, 3, 4, 5))),
+    one("resize-bilinear-copy-static", "resize(x, scale = [0.7, 1.25], mode = 'bilinear')",
+        ((2, 3, 7, 3), (1, 3, 7, 3)), "[N, 3, 7, 3]"),
+    one("resize-static", "resize(x, scale = 3, mode = 'bilinear')", ((2, 3, 5, 7),), "[2, 3, 5, 7]"),
+]
+
+# Cases whose emitters depend on the opset (reductions, Shape, Resize, Pad, Gelu...), re-run at others.
+OPSET_CASES = ["adaptive-avg-sym", "adaptive-max-sym", "adaptive-max-nondiv", "global-max", "lrn-4", "lrn-3",
+               "resize-nearest-1.05", "resize-bilinear-like", "resize-bilinear-size-1", "resize-nearest-like",
+               "resize-bilinear-mixed",
+               "crop-sym", "flatten-mid", "avgpool-3s2p1-ceil", "maxpool-dil-ceil", "gelu", "gelu-tanh",
+               "deconv-op-lt-dil-p1", "linear-3d", "bn2d"]
+OPSETS = (13, 18, 21)
+
+# One network touching most opset-dependent emitters, built at every supported opset.
+SWEEP = fn("sweep", {"x": "[N, 3, H, W]"}, """(x -> Conv2d(8, 3, padding = 1) -> BatchNorm2d -> GELU
+        -> LocalResponseNorm(2) -> MaxPool2d(3, stride = 2, padding = 1, ceil_mode = true)
+        -> ConvTranspose2d(4, 3, dilation = 2, output_padding = 1)
+        -> AvgPool2d(3, stride = 2, padding = 1, ceil_mode = true) -> AdaptiveMaxPool2d([3, 2]))
+    output z = resize(x, scale = 1.5) -> AdaptiveAvgPool2d([2, 3])
+    output w = center_crop(x, like = x -> Conv2d(3, 3)) -> Flatten(1, 2) -> LogSoftmax(dim = 1)""",
+           (((2, 3, 9, 11),), ((1, 3, 16, 7),)))
+
+BY_ID = {c.id: c for c in CASES}
+assert len(BY_ID) == len(CASES), "duplicate case ids"
+
+
+def build(case: Case) -> netdsl.Network:
+    return netdsl.loads("network parity_case {\n" + case.spec + "\n}")
+
+
+def randomised_weights(net, seed=0) -> dict:
+    """init_weights, plus random BatchNorm statistics and affine params."""
+    w = net.init_weights(seed)
+    rng = np.random.default_rng(seed + 1)
+    for node in net.graph.nodes:
+        if node.op.startswith("BatchNorm"):
+            c = node.attrs["num_features"]
+            w[f"{node.path}.running_mean"] = rng.normal(0, 1, c).astype(np.float32)
+            w[f"{node.path}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
+            if node.attrs["affine"]:
+                w[f"{node.path}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
+                w[f"{node.path}.bias"] = rng.normal(0, 1, c).astype(np.float32)
+    return w
+
+
+def expected_shape(net, in_shapes, out_shape) -> tuple:
+    env = {}
+    for v, shape in zip(net.graph.inputs, in_shapes):
+        for d, n in zip(v.shape, shape):
+            if not D.is_static(d):
+                env[D.fmt(d)] = n
+    return tuple(int(D.evaluate(d, env)) for d in out_shape)
+
+
+def close(ref, got, what):
+    fin = np.isfinite(ref)          # a max pool window lying wholly in the padding gives -inf
+    assert (np.isfinite(got) == fin).all() and (ref[~fin] == got[~fin]).all(), f"{what}: infinities differ"
+    ref, got = ref[fin], got[fin]
+    err = float(np.abs(ref - got).max()) if ref.size else 0.0
+    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
+    assert err <= TOL * scale, f"{what}: max |diff| {err}"
+
+
+def check(case: Case, opset: int = 17):
+    net = build(case)
+    weights = randomised_weights(net)
+    module = net.to_torch(weights).eval()
+    model = net.to_onnx(weights, opset=opset)
+    onnx.checker.check_model(model, full_check=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [v.name for v in net.graph.inputs]
+    rng = np.random.default_rng(42)
+    for shapes in case.sizes:
+        xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        with torch.no_grad():
+            refs = module(*[torch.from_numpy(x) for x in xs])
+        refs = [r.numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
+        gots = sess.run(None, dict(zip(names, xs)))
+        assert len(refs) == len(gots) == len(net.graph.outputs)
+        for (name, v), ref, got in zip(net.graph.outputs, refs, gots):
+            want = expected_shape(net, shapes, v.shape)
+            what = f"output {name} for inputs {shapes}"
+            assert ref.shape == want, f"{what}: torch shape {ref.shape}, IR shape {want}"
+            assert got.shape == want, f"{what}: onnx shape {got.shape}, IR shape {want}"
+            close(ref, got, what)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_parity(case):
+    check(case)
+
+
+@pytest.mark.parametrize("opset", OPSETS)
+@pytest.mark.parametrize("case_id", OPSET_CASES)
+def test_parity_opsets(case_id, opset):
+    check(BY_ID[case_id], opset)
+
+
+@pytest.mark.parametrize("opset", range(13, 22))
+def test_opset_sweep(opset):
+    net = build(SWEEP)
+    model = net.to_onnx(net.init_weights(), opset=opset)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    check(SWEEP, opset)
+
+
+@pytest.mark.parametrize("opset", [12, 22, "17", True])
+def test_unsupported_opsets_are_refused(opset):
+    net = build(BY_ID["relu"])
+    with pytest.raises(UsageError, match="opset"):
+        net.to_onnx(opset=opset)
+
+
+# ---- BatchNorm and Dropout in training mode (torch only; ONNX is always eval)
+BN_TRAIN = [("[N, 4, H, W]", (3, 4, 5, 6), (0, 2, 3), "BatchNorm2d(momentum = 0.3)"),
+            ("[N, 4]", (6, 4), (0,), "BatchNorm1d"),
+            ("[N, 4, L]", (3, 4, 7), (0, 2), "BatchNorm1d(eps = 0.01, affine = false)")]
+
+
+@pytest.mark.parametrize("decl,shape,axes,layer", BN_TRAIN, ids=[b[3] for b in BN_TRAIN])
+def test_batchnorm_training(decl, shape, axes, layer):
+    net = build(chain("bn", layer, decl))
+    (node,) = net.graph.nodes
+    eps, momentum = node.attrs["eps"], node.attrs["momentum"]
+    weights = randomised_weights(net)
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32) * 2 + 1
+    module = net.to_torch(weights).train()
+    y = module(torch.from_numpy(x)).detach().numpy()
+
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    want = (x - mean) / np.sqrt(var + eps)
+    p = node.path
+    bshape = [1, -1] + [1] * (len(shape) - 2)
+    if node.attrs["affine"]:
+        want = want * weights[f"{p}.weight"].reshape(bshape) + weights[f"{p}.bias"].reshape(bshape)
+    np.testing.assert_allclose(y, want, atol=1e-4)
+
+    n = x.size // shape[1]
+    state = module.state_dict()
+    np.testing.assert_allclose(state[f"{p}.running_mean"].numpy(),
+                               (1 - momentum) * weights[f"{p}.running_mean"] + momentum * mean.ravel(),
+                               atol=1e-5)
+    unbiased = var.ravel() * n / (n - 1)
+    np.testing.assert_allclose(state[f"{p}.running_var"].numpy(),
+                               (1 - momentum) * weights[f"{p}.running_var"] + momentum * unbiased, atol=1e-5)
+    assert int(state[f"{p}.num_batches_tracked"]) == 1
+
+    # ONNX uses the running statistics: it matches the torch module in eval mode (with the
+    # original statistics), not the training-mode output
+    sess = ort.InferenceSession(net.to_onnx(weights).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": x})[0]
+    with torch.no_grad():
+        ref = net.to_torch(weights).eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert np.abs(got - y).max() > 1e-2
+
+
+def test_dropout_training():
+    net = build(chain("d", "Dropout(0.5)", "[N, 64]"))
+    module = net.to_torch(net.init_weights())
+    x = torch.ones(4, 64)
+    y = module.train()(x)
+    assert (y == 0).any() and torch.allclose(y[y != 0], torch.tensor(2.0))
+    assert torch.equal(module.eval()(x), x)
