@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
-from .common import need_rank, numel, same_pads, uniform, window_out
+from .common import need_rank, numel, prod, same_pads, uniform, window_out
 
 
 def _conv_attrs(n: int, transposed: bool) -> tuple:
@@ -72,46 +72,31 @@ def _infer_deconv(a, shapes, ctx):
     return [tuple(out)]
 
 
+def _weight_and_bias(a, weight_lead: tuple, fan_in: int) -> dict:
+    p = {"weight": uniform(weight_lead + a["kernel_size"], fan_in)}
+    if a["bias"]:
+        p["bias"] = uniform((a["out_channels"],), fan_in)
+    return p
+
+
 def _conv_params(a, shapes, ctx):
     cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
-    ks = a["kernel_size"]
-    kprod = 1
-    for k in ks:
-        kprod *= k
-    fan_in = cin // g * kprod
-    p = {"weight": uniform((cout, cin // g) + ks, fan_in)}
-    if a["bias"]:
-        p["bias"] = uniform((cout,), fan_in)
-    return p
+    return _weight_and_bias(a, (cout, cin // g), cin // g * prod(a["kernel_size"]))
 
 
 def _deconv_params(a, shapes, ctx):
     cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
-    ks = a["kernel_size"]
-    kprod = 1
-    for k in ks:
-        kprod *= k
-    # torch computes fan_in from weight.size(1) * prod(kernel) = cout/g * prod(kernel)
-    fan_in = cout // g * kprod
-    p = {"weight": uniform((cin, cout // g) + ks, fan_in)}
-    if a["bias"]:
-        p["bias"] = uniform((cout,), fan_in)
-    return p
+    # torch's weight is [in, out / groups, *kernel], and its fan_in is weight.size(1) * kernel
+    return _weight_and_bias(a, (cin, cout // g), cout // g * prod(a["kernel_size"]))
 
 
 def _conv_macs(a, shapes, outs):
-    kprod = 1
-    for k in a["kernel_size"]:
-        kprod *= k
-    return D.mul(numel(outs[0]), a["in_channels"] // a["groups"] * kprod)
+    return D.mul(numel(outs[0]), a["in_channels"] // a["groups"] * prod(a["kernel_size"]))
 
 
 def _deconv_macs(a, shapes, outs):
-    kprod = 1
-    for k in a["kernel_size"]:
-        kprod *= k
     # every input pixel is scattered through the kernel into out_channels/groups maps
-    return D.mul(numel(shapes[0]), a["out_channels"] // a["groups"] * kprod)
+    return D.mul(numel(shapes[0]), a["out_channels"] // a["groups"] * prod(a["kernel_size"]))
 
 
 for _n in (1, 2):
