@@ -125,6 +125,8 @@ def _shape_tuple(v, name) -> tuple:
         raise UsageError(f"input '{name}': a shape is a sequence of ints, got {v!r}") from None
     if any(d <= 0 for d in dims):
         raise UsageError(f"input '{name}': dims must be positive, got {list(dims)}")
+    if any(d > 2 ** 31 - 1 for d in dims):
+        raise UsageError(f"input '{name}': dims must be at most {2 ** 31 - 1:,}, got {list(dims)}")
     return dims
 
 

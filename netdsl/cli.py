@@ -40,7 +40,10 @@ def _input_arg(text: str):
         raise argparse.ArgumentTypeError(
             f"expected NAME=DIMS such as image=1x3x224x224 (or just DIMS for a network with one "
             f"input), got {text!r}")
-    return (name or None), tuple(int(d) for d in re.split(r"[xX,]", dims))
+    parts = re.split(r"[xX,]", dims)
+    if any(len(p) > 12 for p in parts):
+        raise argparse.ArgumentTypeError(f"a dim in {text!r} is far too large")
+    return (name or None), tuple(int(d) for d in parts)
 
 
 def _positive_int(text: str) -> int:
@@ -75,8 +78,9 @@ examples:
 """
 
 
-def _common(parser: argparse.ArgumentParser, inputs_help: str | None = None):
-    parser.add_argument("file", metavar="FILE", help="a .net spec")
+def _common(parser: argparse.ArgumentParser, inputs_help: str | None = None,
+            file_help: str = "a .net spec"):
+    parser.add_argument("file", metavar="FILE", help=file_help)
     g = parser.add_argument_group("network selection")
     g.add_argument("--network", metavar="NAME",
                    help="which network of FILE to use (default: the file's only network)")
@@ -140,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "latency. A symbolic batch dim (the first) defaults to 1; give other symbolic dims "
                     "with --input.")
     _common(r, inputs_help="the shape of an input, e.g. image=1x3x224x224 (NAME= may be left out "
-                           "when there is one input); needed for symbolic dims other than the batch")
-    r.set_defaults(file_help="a .net spec or an .onnx model")
+                           "when there is one input); needed for symbolic dims other than the batch",
+            file_help="a .net spec, or an .onnx model (by its .onnx suffix)")
     r.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
                    help="onnxruntime execution provider (default cpu)")
     r.add_argument("--repeat", type=_positive_int, default=10, metavar="N",
@@ -163,7 +167,6 @@ def main(argv=None) -> int:
         except SystemExit as e:     # --help, --version (0) and usage errors (2)
             return e.code if isinstance(e.code, int) else EXIT_USAGE
         if args.command == "compile" and args.weights and args.target != "onnx":
-            parser.parse_args([args.command, "--help"]) if False else None
             print("netdsl compile: error: --weights applies to --target onnx (the torch source takes "
                   "weights with model.load_state_dict)", file=sys.stderr)
             return EXIT_USAGE
@@ -171,6 +174,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("netdsl: interrupted", file=sys.stderr)
         return EXIT_INTERRUPT
+    except MemoryError:
+        print("netdsl: error: out of memory (is the network, or a size given to it, far too large?)",
+              file=sys.stderr)
+        return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 - the last line of defence, see below
         from .errors import NetDSLError
         if isinstance(e, NetDSLError):
@@ -182,10 +189,17 @@ def main(argv=None) -> int:
         print("netdsl: internal error: this is a bug in netdsl; please report it with the input "
               "that caused it", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        _cancel_background_work()
 
 
-class _Fail(Exception):
-    """An error outside any source text (files, onnxruntime) with its message."""
+def _cancel_background_work():
+    """Drop weight fills still queued (after an error or Ctrl-C), so that exiting does not wait."""
+    weights = sys.modules.get("netdsl.weights")
+    pool = getattr(weights, "_pool", None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+        weights._pool = None
 
 
 def _error(message: str):
@@ -204,6 +218,9 @@ def _load(args):
     path = Path(args.file)
     if path.is_dir():
         raise _error(f"'{args.file}' is a directory, not a .net file")
+    if path.suffix.lower() == ".onnx":
+        raise _error(f"'{args.file}' is an ONNX model; `netdsl {args.command}` takes a .net spec "
+                     "(only `netdsl run` runs an .onnx model)")
     program = load_program(path=path)
     name = choose_network(program, args.network)
     overrides = {}
@@ -211,25 +228,45 @@ def _load(args):
         if key in overrides:
             raise _error(f"--set {key} given twice")
         overrides[key] = parse_override(value, key)
-    net = Network(program, name, overrides)
-    if args.inputs:
-        net = net.with_inputs(_input_shapes(net, args.inputs))
-    return net
+    inputs = _input_shapes(program, name, args.inputs) if args.inputs else None
+    return Network(program, name, overrides, inputs)
 
 
-def _input_shapes(net, given) -> dict:
-    names = [v.name for v in net.graph.inputs]
+def _input_shapes(program, name, given) -> dict:
+    """--input values by input name. The names come from the network's declarations, not from
+    elaborating it: with symbolic sizes it may not elaborate at all (Flatten -> Linear)."""
+    from .api import _shape_tuple
+    names = _declared_inputs(program, name)
     out = {}
-    for name, dims in given:
-        if name is None:
+    for key, dims in given:
+        if key is None:
             if len(names) != 1:
-                raise _error(f"network {net.name} has {len(names)} inputs ({', '.join(names)}): "
+                raise _error(f"network {name} has {len(names)} inputs ({', '.join(names)}): "
                              f"name the one to shape, as NAME=DIMS")
-            name = names[0]
-        if name in out:
-            raise _error(f"--input {name} given twice")
-        out[name] = dims
+            key = names[0]
+        if key in out:
+            raise _error(f"--input {key} given twice")
+        out[key] = _shape_tuple(dims, key)
     return out
+
+
+def _declared_inputs(program, name) -> list:
+    from .frontend import ast as A
+    from .ir.elaborate import Elaborator
+    defn = Elaborator(program)._resolve_network(name)[0]
+    names, stack = [], list(reversed(defn.body))
+    while stack:
+        st = stack.pop()
+        if isinstance(st, A.InputDecl):
+            if st.name not in names:
+                names.append(st.name)
+        elif isinstance(st, A.If):
+            for _, body in reversed(st.branches):
+                stack.extend(reversed(body))
+            stack.extend(reversed(st.orelse or []))
+        elif isinstance(st, A.For):
+            stack.extend(reversed(st.body))
+    return names
 
 
 def _shape_text(shape) -> str:
@@ -267,24 +304,33 @@ def cmd_compile(args) -> int:
     net = _load(args)
     net.summary()       # reports unsatisfiable input-size constraints before generating anything
     if args.target == "onnx":
-        weights = args.weights
-        proto = net.to_onnx(weights=weights, opset=args.opset, seed=args.seed)
-        data = proto.SerializeToString()
+        from .backends.onnx.export import write_model
+        weights = net._weights(args.weights, args.seed, wait=False)   # generated while being written
+
+        def emit(f):
+            write_model(net.graph, weights, f, args.opset)
     else:
-        data = net.torch_source().encode("utf-8")
-    _write_atomic(args.output, data)
+        source = net.torch_source().encode("utf-8")
+
+        def emit(f):
+            f.write(source)
+    _write_atomic(args.output, emit)
     if args.output != "-":
         print(f"wrote {args.output} ({args.target}, network {net.name}, {net.param_count():,} params)",
               file=sys.stderr)
     return EXIT_OK
 
 
-def _write_atomic(out: str, data: bytes):
-    """Write `data` to `out` through a temporary file in the same directory and os.replace,
-    so that `out` is either its old self or the complete new content, never partial."""
+def _write_atomic(out: str, emit):
+    """Call `emit(binary_file)` on a temporary file in the directory of `out`, then os.replace it
+    onto `out`: `out` is either its old self or the complete new content, never partial, and
+    no temporary file is left behind whatever fails."""
     if out == "-":
+        import io
+        buf = io.BytesIO()
+        emit(buf)
         sys.stdout.flush()
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(buf.getvalue())
         sys.stdout.buffer.flush()
         return
     path = Path(out)
@@ -301,7 +347,7 @@ def _write_atomic(out: str, data: bytes):
             mode = 0o666 & ~umask
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            emit(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
@@ -324,6 +370,7 @@ def cmd_run(args) -> int:
     import onnxruntime as ort
 
     provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[args.provider]
+    _init_dtypes()
     available = ort.get_available_providers()
     if provider not in available:
         raise _error(f"--provider {args.provider}: onnxruntime has no {provider} here "
@@ -415,9 +462,11 @@ def _concrete_inputs(net) -> dict:
         for i, d in enumerate(v.shape):
             d = D.substitute(d, values) if not D.is_static(d) else d
             if not D.is_static(d):
-                raise _error(f"input '{v.name}' has the symbolic dim {D.fmt(d)} (dim {i} of "
+                err = _error(f"input '{v.name}' has the symbolic dim {D.fmt(d)} (dim {i} of "
                              f"{_shape_text(v.shape)}); give its size with --input "
                              f"{v.name}={'x'.join(_example_dims(v.shape, values))}")
+                err.notes = tuple(f"input sizes that work: {c}" for c in net.summary()["constraints"])
+                raise err
             dims.append(int(d))
         out[v.name] = tuple(dims)
     return out

@@ -18,8 +18,9 @@ class Source:
     text: str
 
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
-        return lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+        # split on "\n" only, as the lexer counts lines (str.splitlines also splits on \f, \v, ...)
+        lines = self.text.split("\n")
+        return lines[lineno - 1].rstrip("\r") if 0 < lineno <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,20 @@ class BackendError(NetDSLError):
 
 
 def suggest(name: str, candidates) -> str:
-    """A ' (did you mean 'x'?)' suffix for a misspelled name, or ''."""
-    pool = sorted(set(candidates))
-    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    """A ' (did you mean 'x'?)' suffix for a misspelled name, or ''.
+
+    Compares case-insensitively (`relu` -> `ReLU`), and also offers a candidate that the name
+    starts with or that starts with the name (`integer` -> `int`, `BatchNorm` -> `BatchNorm2d`)."""
+    pool = sorted({c for c in candidates if isinstance(c, str) and c != name})
+    if not pool or not name:
+        return ""
+    lower: dict = {}
+    for c in pool:
+        lower.setdefault(c.lower(), c)
+    key = name.lower()
+    close = difflib.get_close_matches(key, list(lower), n=1, cutoff=0.7)
     if not close:
-        lower = {c.lower(): c for c in pool}
-        if name.lower() in lower:
-            close = [lower[name.lower()]]
-    return f" (did you mean '{close[0]}'?)" if close else ""
+        prefixed = [c for c in lower if min(len(c), len(key)) >= 3 and (c.startswith(key) or key.startswith(c))]
+        if prefixed:
+            close = [max(prefixed, key=lambda c: difflib.SequenceMatcher(None, key, c).ratio())]
+    return f" (did you mean '{lower[close[0]]}'?)" if close else ""

@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import ast as _pyast
+import inspect
+import warnings
 from functools import lru_cache
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..errors import NetDSLError, ParseError, Source, Span
 from . import ast as A
 from .grammar_path import grammar_file
+
+# How deeply expressions, groups and statements may nest. The elaborator walks the
+# AST recursively; this keeps it far from Python's recursion limit, and reports
+# pathological input (thousands of nested brackets, a 10,000-term sum) at its place.
+MAX_NESTING = 200
 
 
 @lru_cache(maxsize=1)
@@ -52,47 +60,97 @@ def parse_value(text: str, name: str):
 
 
 def _parse(text: str, name: str, start: str):
+    if text.startswith("\ufeff"):      # a UTF-8 byte order mark; a space keeps the columns right
+        text = " " + text[1:]
     source = Source(name, text)
     try:
         tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
         raise _syntax_error(e, source) from None
     try:
-        return _ToAST(source).transform(tree)
+        result = _ToAST(source).transform(tree)
     except VisitError as e:   # errors raised inside the transformer arrive wrapped
         if isinstance(e.orig_exc, NetDSLError):
             raise e.orig_exc from None
         raise
+    _check_nesting(result)
+    return result
+
+
+def _check_nesting(root):
+    """Reject ASTs nested deeper than MAX_NESTING (iteratively: the tree may be very deep)."""
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, A.Node):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ParseError(f"nested too deeply (more than {MAX_NESTING} levels of expressions, "
+                                 "groups and statements); split it up using intermediate names",
+                                 node.span)
+            children = vars(node).values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        for c in children:
+            if isinstance(c, (A.Node, list, tuple)):
+                stack.append((c, depth))
+
+
+def _end_position(text: str) -> tuple:
+    """Line and column just after the last line with any text on it (1, 1 for a blank text)."""
+    lines = text.split("\n")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
+    last = lines[-1].rstrip("\r")
+    return len(lines), len(last) + 1
 
 
 def _syntax_error(e: UnexpectedInput, source: Source) -> ParseError:
     line, col = max(e.line, 1), max(e.column, 1)
     if isinstance(e, UnexpectedCharacters):
         ch = source.text[e.pos_in_stream] if e.pos_in_stream < len(source.text) else "?"
-        msg = f"unexpected character '{ch}'"
+        shown = ch if ch.isprintable() else repr(ch)[1:-1]
+        msg = f"unexpected character '{shown}'"
+        if ch in "\u201c\u201d\u2018\u2019":
+            msg += "; strings use plain quotes (\" or ')"
     elif isinstance(e, UnexpectedEOF):
-        lines = source.text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
+        line, col = _end_position(source.text)
         msg = "unexpected end of file" + _describe_expected(e.expected)
     else:
         assert isinstance(e, UnexpectedToken)
         tok = e.token
         if tok.type == "$END":
-            lines = source.text.splitlines() or [""]
-            line, col = len(lines), len(lines[-1]) + 1
+            line, col = _end_position(source.text)
         msg = f"unexpected {_describe_token(tok)}" + _describe_expected(e.accepts or e.expected)
+        if tok == "->" and {"RETURN", "INPUT"} & set(e.accepts or e.expected or ()):
+            msg += ("; a statement cannot continue with '->': the layer statements of a body already "
+                    "form a chain (put each layer on its own), or bind the pipeline: y = x -> A -> B")
         if tok.type in ("IF", "ELSE"):
             msg += "; a conditional expression at statement level needs brackets: x = (a if c else b)"
     end = col + 1
     return ParseError(msg, Span(source, line, col, line, end))
 
 
-def _unquote(tok: Token) -> str:
-    return _pyast.literal_eval(str(tok))
+def _unquote(tok: Token, source: Source) -> str:
+    text = str(tok)
+    span = Span(source, tok.line, tok.column, tok.end_line, tok.end_column)
+    if "\0" in text:
+        raise ParseError("a string cannot contain a NUL character", span)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")      # invalid escapes ('\\d') warn in Python: reject them
+            return _pyast.literal_eval(text)
+    except (SyntaxError, ValueError, Warning) as e:
+        reason = getattr(e, "msg", None) or str(e)
+        reason = reason.replace("(unicode error) 'unicodeescape' codec can't decode bytes in position",
+                                "cannot decode position")
+        raise ParseError(f"invalid string literal: {reason}", span) from None
 
 
 @v_args(meta=True)
-class _ToAST(Transformer):
+class _ToAST(Transformer_NonRecursive):
     def __init__(self, source: Source):
         super().__init__()
         self.source = source
@@ -113,7 +171,7 @@ class _ToAST(Transformer):
         return items[0]
 
     def import_stmt(self, meta, c):
-        return A.Import(self._span(meta), _unquote(c[0]))
+        return A.Import(self._span(meta), _unquote(c[0], self.source))
 
     def param_list(self, meta, c):
         return list(c)
@@ -131,7 +189,7 @@ class _ToAST(Transformer):
         return (ins, outs)
 
     def body(self, meta, c):
-        doc = _unquote(c[0]) if c[0] is not None else None
+        doc = inspect.cleandoc(_unquote(c[0], self.source)) if c[0] is not None else None
         return (doc, list(c[1:]))
 
     def block_def(self, meta, c):
@@ -264,13 +322,17 @@ class _ToAST(Transformer):
         return A.Var(self._span(meta), str(c[0]))
 
     def int_lit(self, meta, c):
-        return A.Lit(self._span(meta), int(c[0]))
+        text = str(c[0])
+        if len(text.lstrip("0")) > 19 or int(text) > 2 ** 63 - 1:
+            raise ParseError("integer literal too large (compile-time integers are limited to 64 bits)",
+                             self._span(meta))
+        return A.Lit(self._span(meta), int(text))
 
     def float_lit(self, meta, c):
         return A.Lit(self._span(meta), float(c[0]))
 
     def str_lit(self, meta, c):
-        return A.Lit(self._span(meta), _unquote(c[0]))
+        return A.Lit(self._span(meta), _unquote(c[0], self.source))
 
     def true_lit(self, meta, c):
         return A.Lit(self._span(meta), True)

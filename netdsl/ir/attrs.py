@@ -1,6 +1,8 @@
 """Type-checking and normalising op attribute values."""
 from __future__ import annotations
 
+import math
+
 from ..errors import TypeMismatchError, ValueRangeError
 from .registry import AttrSpec
 
@@ -21,22 +23,54 @@ def type_name(v) -> str:
         return "tensor"
     if v is None:
         return "none"
+    from .dims import Expr
+    if isinstance(v, Expr):
+        return "symbolic size"
     return getattr(v, "type_label", type(v).__name__)
 
 
+# Sizes and other int attributes beyond this are surely mistakes, and would overflow
+# the 64-bit sizes of the targets once multiplied together.
+MAX_INT = 2 ** 31 - 1
+
+
 def _int(v, op, a, span):
+    from .dims import Expr
+    if isinstance(v, Expr):
+        raise TypeMismatchError(f"{op}: '{a.name}' must be known at compile time, but it depends on "
+                                f"the input size ({v})", span)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeMismatchError(f"{op}: '{a.name}' must be an int, got {type_name(v)} {_show(v)}", span)
+        raise TypeMismatchError(f"{op}: '{a.name}' must be an int, got {type_name(v)} {_show(v)}".rstrip(),
+                                span)
+    if abs(v) > MAX_INT:
+        raise ValueRangeError(f"{op}: '{a.name}' is {v}, which is out of range (at most {MAX_INT:,})", span)
     return v
 
 
-def _show(v) -> str:
+def _float(v, op, a, span):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeMismatchError(f"{op}: '{a.name}' must be a number, got {type_name(v)} {_show(v)}".rstrip(),
+                                span)
+    try:
+        out = float(v)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
+        raise ValueRangeError(f"{op}: '{a.name}' must be a finite number, got {_show(v)}", span)
+    return out
+
+
+def _show(v, depth: int = 0) -> str:
+    """A short rendering of a value for messages (long strings and lists are elided)."""
     if isinstance(v, str):
-        return repr(v)
+        return repr(v) if len(v) <= 40 else repr(v[:37]) + "..."
     if isinstance(v, (bool, int, float)):
         return str(v).lower() if isinstance(v, bool) else str(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
+        if depth >= 3 and v:
+            return "[...]"
+        items = [_show(x, depth + 1) for x in v[:8]] + (["..."] if len(v) > 8 else [])
+        return "[" + ", ".join(items) + "]"
     return ""
 
 
@@ -56,9 +90,7 @@ def coerce(op: str, a: AttrSpec, v, span):
     if k == "int":
         out = _int(v, op, a, span)
     elif k == "float":
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeMismatchError(f"{op}: '{a.name}' must be a number, got {type_name(v)} {_show(v)}", span)
-        out = float(v)
+        out = _float(v, op, a, span)
     elif k == "bool":
         if not isinstance(v, bool):
             raise TypeMismatchError(f"{op}: '{a.name}' must be true or false, got {type_name(v)} {_show(v)}", span)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import sys
 from dataclasses import dataclass, field
 
 from ..errors import (NameLookupError, NetDSLError, RecursionLimitError, ShapeError, Span,
@@ -23,6 +24,14 @@ from .program import Program
 from .registry import OpSpec, all_ops, get
 
 MAX_DEPTH = 64
+MAX_INT = 2 ** 63 - 1     # compile-time integers are 64-bit
+MAX_ITEMS = 100_000       # longest list, string or range() a spec may build
+MAX_WEIGHT = 1_000_000    # most values in a list, counting those of nested lists
+MAX_STEPS = 1_000_000     # statements executed while elaborating one network (loops, recursion)
+INSTANCE_STEPS = 20       # what a block instantiation counts towards MAX_STEPS
+MAX_DIM = 2 ** 31 - 1     # largest tensor dim
+MAX_RANK = 32             # most dims an input may have
+RECURSION_ROOM = 5000     # Python frames allowed while elaborating (see Elaborator.network)
 PARAM_TYPES = ("int", "float", "bool", "str", "list", "block", "any")
 DTYPES = {"f32": "float32"}
 
@@ -84,8 +93,9 @@ def _builtin_range(span, *args):
     if len(args) == 3 and args[2] == 0:
         raise ValueRangeError("range() step must not be zero", span)
     r = range(*args)
-    if len(r) > 100_000:
-        raise ValueRangeError(f"range() of {len(r)} items is too long to unroll", span)
+    n = max(0, (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)  # len(r) may overflow
+    if n > MAX_ITEMS:
+        raise ValueRangeError(f"range() of {n} items is too long to unroll (at most {MAX_ITEMS:,})", span)
     return list(r)
 
 
@@ -108,7 +118,7 @@ def _numeric_builtin(fn, name):
         for v in vals:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise TypeMismatchError(f"{name}() needs numbers, got {type_name(v)}", span)
-        return fn(vals)
+        return _checked_number(fn(vals), span, ())
     return call
 
 
@@ -117,10 +127,49 @@ def _convert(fn, name, accepts):
         if len(args) != 1 or not isinstance(args[0], accepts) or isinstance(args[0], list):
             raise TypeMismatchError(f"{name}() takes one {' or '.join(t.__name__ for t in accepts)}", span)
         try:
-            return fn(args[0])
+            out = fn(args[0])
         except (ValueError, OverflowError) as e:
             raise ValueRangeError(f"{name}(): {e}", span) from None
+        return _checked_number(out, span, ())
     return call
+
+
+def _checked_number(v, span, trace):
+    """Compile-time ints are 64-bit: beyond that lies only runaway arithmetic (x = x * x in a loop)."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -MAX_INT <= v <= MAX_INT:
+        raise ValueRangeError("integer out of range: compile-time integers are limited to 64 bits",
+                              span, trace)
+    if isinstance(v, (str, list, tuple)) and len(v) > MAX_ITEMS:
+        raise ValueRangeError(f"{type_name(v)} of {len(v)} items is too long (at most {MAX_ITEMS:,})",
+                              span, trace)
+    return v
+
+
+def _dim_too_complex(d) -> bool:
+    """Whether a symbolic size has grown absurdly (e.g. ``s = s * s`` in a loop)."""
+    if not isinstance(d, D.Lin):
+        return isinstance(d, int) and not -MAX_INT <= d <= MAX_INT
+    budget = 256
+    stack = [d]
+    while stack:
+        x = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return True
+        if isinstance(x, D.Lin):
+            if not -MAX_INT <= x.const <= MAX_INT:
+                return True
+            for atom, coef in x.terms:
+                if not -MAX_INT <= coef <= MAX_INT:
+                    return True
+                stack.append(atom)
+        elif isinstance(x, D.FloorDiv):
+            if x.den > MAX_INT:
+                return True
+            stack.append(x.num)
+        elif isinstance(x, D.Prod):
+            stack.extend(x.factors)
+    return False
 
 
 BUILTINS = {
@@ -133,7 +182,15 @@ BUILTINS = {
     "int": Builtin("int", _convert(int, "int", (int, float, str))),
     "float": Builtin("float", _convert(float, "float", (int, float, str))),
     "str": Builtin("str", _convert(str, "str", (int, float, str, bool))),
+    "type": Builtin("type", lambda span, *args: _builtin_type(span, *args)),
 }
+
+
+def _builtin_type(span, *args):
+    if len(args) != 1:
+        raise TypeMismatchError(f"type() takes 1 argument, got {len(args)}", span)
+    v = args[0]
+    return "int" if isinstance(v, D.Lin) else type_name(v)
 
 TENSOR_ATTRS = ("shape", "channels", "rank")
 
@@ -148,6 +205,29 @@ class Elaborator:
                 override_spans: dict | None = None) -> Graph:
         """Build the graph of network `name`. `overrides` are parameter values;
         `inputs` maps input names to shapes (tuples of ints) replacing the declared ones."""
+        self._where: tuple = (None, ())
+        self._steps = 0
+        self._weights: dict = {}
+        # Elaboration recurses along the AST and through block instantiations (64 levels at
+        # most, each several frames deep): give it room beyond Python's default of 1000.
+        old_limit = sys.getrecursionlimit()
+        if old_limit < RECURSION_ROOM:
+            sys.setrecursionlimit(RECURSION_ROOM)
+        try:
+            return self._network(name, overrides, inputs)
+        except RecursionError:
+            # The parser bounds how deeply one body nests and MAX_DEPTH bounds block
+            # instantiation; only their combination can get here. Report it at the
+            # statement being elaborated when Python's stack ran out.
+            span, trace = self._where
+            raise RecursionLimitError("the spec nests too deeply to elaborate (block instantiations, "
+                                      "groups, statements and expressions together); flatten some "
+                                      "of it", span, trace) from None
+        finally:
+            if old_limit < RECURSION_ROOM:
+                sys.setrecursionlimit(old_limit)
+
+    def _network(self, name: str, overrides: dict | None, inputs: dict | None) -> Graph:
         overrides = dict(overrides or {})
         inputs = dict(inputs or {})
         defn, bound_args, bound_kwargs, alias_span = self._resolve_network(name)
@@ -212,15 +292,18 @@ class Elaborator:
     def _finish(self):
         g = self.graph
         used: set[str] = set()
+        resume: dict[str, int] = {}     # names are never freed: each base's search resumes
 
         def unique(base: str) -> str:
             base = base.replace(".", "_") or "t"
             if not (base[0].isalpha() or base[0] == "_") or keyword.iskeyword(base):
                 base = "t_" + base
-            name, k = base, 0
+            k = resume.get(base, 0)
+            name = f"{base}_{k}" if k else base
             while name in used:
                 k += 1
                 name = f"{base}_{k}"
+            resume[base] = k
             used.add(name)
             return name
 
@@ -318,6 +401,11 @@ class Elaborator:
             self._exec(st, frame)
 
     def _exec(self, st, frame: Frame):
+        self._where = (st.span, frame.trace)
+        self._steps += 1
+        if self._steps > MAX_STEPS:
+            raise ValueRangeError(f"elaboration takes too long: more than {MAX_STEPS:,} statements run "
+                                  "(a loop or a recursion far too large?)", st.span, frame.trace)
         if isinstance(st, A.LayerStmt):
             if frame.cursor is None:
                 raise ShapeError("no tensor flows into this layer: declare an input first", st.span,
@@ -385,7 +473,7 @@ class Elaborator:
             raise NameLookupError(f"input '{st.name}' declared twice", st.span)
         declared = []
         for d in st.dims:
-            if isinstance(d, A.Var) and d.name not in frame.env and d.name not in frame.ns:
+            if isinstance(d, A.Var) and d.name not in frame.env:   # an unbound name: a symbolic size
                 declared.append(d.name)
                 continue
             v = self._eval(d, frame)
@@ -394,7 +482,12 @@ class Elaborator:
                                         d.span)
             if v <= 0:
                 raise ValueRangeError(f"input dims must be positive, got {v}", d.span)
+            if v > MAX_DIM:
+                raise ValueRangeError(f"input dim {v} is too large (at most {MAX_DIM:,})", d.span)
             declared.append(v)
+        if len(declared) > MAX_RANK:
+            raise ValueRangeError(f"input '{st.name}' has {len(declared)} dims; at most {MAX_RANK} are "
+                                  "supported", st.span)
         shape = []
         given = self._given_inputs.get(st.name)
         self._seen_inputs.add(st.name)
@@ -457,7 +550,7 @@ class Elaborator:
             raise TypeMismatchError(f"this condition depends on the input size '{v}', which is not "
                                     "known at compile time", span, frame.trace)
         if not isinstance(v, (bool, int, float, str, list, tuple)):
-            raise TypeMismatchError(f"a {type_name(v)} is not a condition", span, frame.trace)
+            raise TypeMismatchError(f"{_a(type_name(v))} is not a condition", span, frame.trace)
         return bool(v)
 
     # ---- stages: layers, blocks and groups ----------------------------------------------
@@ -506,11 +599,15 @@ class Elaborator:
                                   label, span, frame)
         if isinstance(fn, BlockRef):
             return self._instantiate(fn, list(pos), kw, inputs, label, span, frame)
-        raise TypeMismatchError(f"a {type_name(fn)} is not a layer or block", span, frame.trace)
+        raise TypeMismatchError(f"{_a(type_name(fn))} is not a layer or block", span, frame.trace)
 
     def _apply_op(self, spec: OpSpec, pos: list, kw: dict, inputs: list, label, span, frame) -> Value:
         op = spec.name
         attrs: dict = {}
+        if any(isinstance(v, Value) for v in pos):
+            raise TypeMismatchError(f"{op}: a tensor cannot be passed among its other arguments; tensor "
+                                    f"inputs come first in a call, {op}(a, b, ...), or from the left of '->'",
+                                    span, frame.trace)
         if len(pos) > len(spec.attrs):
             raise TypeMismatchError(f"{op} takes at most {len(spec.attrs)} positional argument"
                                     f"{'s' * (len(spec.attrs) != 1)}, got {len(pos)}", span, frame.trace)
@@ -557,6 +654,9 @@ class Elaborator:
                 for i, d in enumerate(shape):
                     if D.is_static(d) and d < 1 or not D.is_static(d):
                         ctx.require_ge(d, 1, f"output dim {i} would be {D.fmt(d)}, which is not positive")
+                    if D.is_static(d) and d > MAX_DIM or not D.is_static(d) and _dim_too_complex(d):
+                        ctx.fail(f"output dim {i} would be {D.fmt(d)}, which is too large "
+                                 f"(at most {MAX_DIM:,})")
             params = spec.params(attrs, shapes, ctx)
             macs = spec.macs(attrs, shapes, outs)
         except ZeroDivisionError:
@@ -572,6 +672,11 @@ class Elaborator:
     def _instantiate(self, ref: BlockRef, pos, kw, inputs, label, span, frame):
         defn = ref.defn
         trace = frame.trace
+        self._steps += INSTANCE_STEPS
+        if self._steps > MAX_STEPS:
+            raise ValueRangeError(f"elaboration takes too long: more than {MAX_STEPS // INSTANCE_STEPS:,} "
+                                  "block instances, or a loop far too large (a recursion that branches?)",
+                                  span, trace)
         if frame.depth + 1 > MAX_DEPTH:
             raise RecursionLimitError(f"block instantiation nested deeper than {MAX_DEPTH} levels "
                                       f"(is a recursion missing its base case?)", span, trace)
@@ -633,10 +738,28 @@ class Elaborator:
         return e.value
 
     def _e_ListLit(self, e: A.ListLit, frame):
-        return [self._eval(x, frame) for x in e.items]
+        return self._sized([self._eval(x, frame) for x in e.items], e, frame)
 
     def _e_TupleLit(self, e: A.TupleLit, frame):
-        return tuple(self._eval(x, frame) for x in e.items)
+        return self._sized(tuple([self._eval(x, frame) for x in e.items]), e, frame)
+
+    def _weight(self, v) -> int:
+        """How many values a list holds, nested lists counted in full (shared ones once per use)."""
+        if not isinstance(v, (list, tuple)):
+            return 1
+        hit = self._weights.get(id(v))
+        if hit is not None and hit[0] is v:
+            return hit[1]
+        w = 1 + sum(self._weight(x) for x in v)
+        self._weights[id(v)] = (v, w)
+        return w
+
+    def _sized(self, v, e, frame):
+        """Stop lists that nest into themselves (``v = [v, v]`` in a loop) from growing exponentially."""
+        if isinstance(v, (list, tuple)) and self._weight(v) > MAX_WEIGHT:
+            raise ValueRangeError(f"this list holds more than {MAX_WEIGHT:,} values (counting those of "
+                                  "nested lists), which is too many", e.span, frame.trace)
+        return v
 
     def _e_CondExpr(self, e: A.CondExpr, frame):
         if self._truth(self._eval(e.cond, frame), e.cond.span, frame):
@@ -648,10 +771,10 @@ class Elaborator:
         if e.op == "not":
             return not self._truth(v, e.operand.span, frame)
         if isinstance(v, D.Lin):
-            return D.neg(v) if e.op == "-" else v
+            return self._checked_dim(D.neg(v), e, frame) if e.op == "-" else v
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeMismatchError(f"unary '{e.op}' needs a number, got {type_name(v)}", e.span, frame.trace)
-        return -v if e.op == "-" else v
+        return _checked_number(-v, e.span, frame.trace) if e.op == "-" else v
 
     def _e_BinOp(self, e: A.BinOp, frame):
         if e.op in ("and", "or"):
@@ -682,19 +805,22 @@ class Elaborator:
 
     def _dim_binop(self, e, a, b, frame):
         def bad():
-            return TypeMismatchError(f"'{e.op}' on the symbolic size '{D.fmt(a)}' and {D.fmt(b) if isinstance(b, (int, D.Lin)) else type_name(b)} "
+            sym, other = (a, b) if isinstance(a, D.Lin) else (b, a)
+            what = f"'{D.fmt(other)}'" if isinstance(other, (int, D.Lin)) and not isinstance(other, bool) \
+                else _a(type_name(other))
+            return TypeMismatchError(f"'{e.op}' on the symbolic size '{D.fmt(sym)}' and {what} "
                                      "is not computable at compile time", e.span, frame.trace)
         for v in (a, b):
             if not isinstance(v, (D.Lin, int)) or isinstance(v, bool):
                 raise bad()
         if e.op == "+":
-            return D.add(a, b)
+            return self._checked_dim(D.add(a, b), e, frame)
         if e.op == "-":
-            return D.sub(a, b)
+            return self._checked_dim(D.sub(a, b), e, frame)
         if e.op == "*":
-            return D.mul(a, b)
+            return self._checked_dim(D.mul(a, b), e, frame)
         if e.op == "//" and isinstance(b, int) and b > 0:
-            return D.floordiv(a, b)
+            return self._checked_dim(D.floordiv(a, b), e, frame)
         if e.op in ("==", "!="):
             same = D.same(a, b)
             if same is None:
@@ -703,7 +829,16 @@ class Elaborator:
             return same if e.op == "==" else not same
         raise bad()
 
+    def _checked_dim(self, d, e, frame):
+        if _dim_too_complex(d):
+            raise ValueRangeError("this symbolic size has grown too large to track", e.span, frame.trace)
+        return d
+
     def _value_binop(self, e, a, b, frame):
+        out = _checked_number(self._value_binop_raw(e, a, b, frame), e.span, frame.trace)
+        return self._sized(out, e, frame)
+
+    def _value_binop_raw(self, e, a, b, frame):
         op = e.op
         num = (int, float)
         isnum = lambda v: isinstance(v, num) and not isinstance(v, bool)  # noqa: E731
@@ -768,12 +903,12 @@ class Elaborator:
             cls = type(fn)
             target = fn.spec if isinstance(fn, OpRef) else fn.defn
             return cls(target, tuple(fn.args) + tuple(rest), {**fn.kwargs, **kw})
-        raise TypeMismatchError(f"a {type_name(fn)} cannot be called", e.span, frame.trace)
+        raise TypeMismatchError(f"{_a(type_name(fn))} cannot be called", e.span, frame.trace)
 
     def _e_Index(self, e: A.Index, frame):
         obj, idx = self._eval(e.obj, frame), self._eval(e.index, frame)
         if not isinstance(obj, (list, tuple, str)):
-            raise TypeMismatchError(f"a {type_name(obj)} cannot be indexed", e.span, frame.trace)
+            raise TypeMismatchError(f"{_a(type_name(obj))} cannot be indexed", e.span, frame.trace)
         if isinstance(idx, bool) or not isinstance(idx, int):
             raise TypeMismatchError(f"an index must be an int, got {type_name(idx)}", e.index.span, frame.trace)
         if not -len(obj) <= idx < len(obj):
@@ -784,7 +919,7 @@ class Elaborator:
     def _e_Attr(self, e: A.Attr, frame):
         obj = self._eval(e.obj, frame)
         if not isinstance(obj, Value):
-            raise TypeMismatchError(f"a {type_name(obj)} has no attribute '{e.name}'", e.span, frame.trace)
+            raise TypeMismatchError(f"{_a(type_name(obj))} has no attribute '{e.name}'", e.span, frame.trace)
         if e.name == "shape":
             return tuple(obj.shape)
         if e.name == "rank":

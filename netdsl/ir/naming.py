@@ -57,12 +57,17 @@ class ModuleScope:
         return self.prefix + (seg,)
 
     def close(self):
+        # the smallest free `base`, `base_1`, `base_2`, ...; names are never freed, so each
+        # base's search resumes where its last one ended (linear, not quadratic, in the count)
+        resume: dict[str, int] = {}
         for seg in self.auto:
             base = seg.hint or "layer"
-            name, k = base, 0
+            k = resume.get(base, 0)
+            name = f"{base}_{k}" if k else base
             while name in self.taken:
                 k += 1
                 name = f"{base}_{k}"
+            resume[base] = k
             self.taken[name] = None
             seg.name = name
         self.auto = []

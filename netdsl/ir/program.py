@@ -9,6 +9,7 @@ from ..frontend import ast as A
 from ..frontend.parser import parse
 
 STD_DIR = Path(__file__).resolve().parent.parent / "std"
+MAX_IMPORT_DEPTH = 100     # a chain of imports longer than this is surely a generated mistake
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Program:
             raise ImportFailure(f"cyclic import: {chain}", span)
         if key in self._modules:
             return self._modules[key]
+        if len(self._stack) >= MAX_IMPORT_DEPTH:
+            raise ImportFailure(f"imports nested more than {MAX_IMPORT_DEPTH} files deep", span)
         try:
             text = resolved.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -91,8 +94,29 @@ class Program:
         if item.name in own:
             raise NameLookupError(f"'{item.name}' is already defined at {ns[item.name].span.location()}",
                                   item.span)
+        _check_signature(item)
         own.add(item.name)
         ns[item.name] = item    # a file's own definition shadows an imported one
+
+
+def _check_signature(item):
+    """No name twice among a definition's parameters and input tensors."""
+    seen: dict = {}
+    for p in getattr(item, "params", None) or []:
+        if isinstance(p, A.Param):
+            if p.name in seen:
+                raise NameLookupError(f"parameter '{p.name}' of {item.name} is declared twice", p.span)
+            seen[p.name] = "parameter"
+    for n in getattr(item, "inputs", None) or []:
+        if n in seen:
+            raise NameLookupError(f"'{n}' of block {item.name} is both an input and a {seen[n]}"
+                                  if seen[n] == "parameter" else f"input '{n}' of block {item.name} "
+                                  "is listed twice", item.span)
+        seen[n] = "input"
+    outs = getattr(item, "outputs", None) or []
+    for i, n in enumerate(outs):
+        if n in outs[:i]:
+            raise NameLookupError(f"output '{n}' of block {item.name} is listed twice", item.span)
 
 
 def _display_name(path: Path, main: bool) -> str:

@@ -83,11 +83,14 @@ class ShapeCtx:
 def solve(constraints: list, symbols: list) -> dict:
     """Admissible-size masks per symbol (index v = size v, 0 unused); raise on an empty set.
 
-    Constraints over one symbol are solved exactly on 1..LIMIT; those over several
-    are checked with every other symbol held at its smallest admissible size.
+    Constraints over one symbol are solved exactly on 1..LIMIT. Those over two symbols
+    (``H == W`` when two inputs meet) do not narrow either mask -- they relate the two --
+    but are checked for having some solution among the sizes each symbol admits.
     """
     sizes = np.arange(LIMIT + 1, dtype=np.int64)
     masks = {s: sizes >= 1 for s in symbols}
+    for s in {s for c in constraints for s in c.symbols()} - masks.keys():
+        masks[s] = sizes >= 1
     single = [c for c in constraints if len(c.symbols()) == 1]
     multi = [c for c in constraints if len(c.symbols()) > 1]
     for c in single:
@@ -97,15 +100,45 @@ def solve(constraints: list, symbols: list) -> dict:
             raise _unsatisfiable(c, s)
         masks[s] = ok
     for c in multi:
-        names = sorted(c.symbols())
-        for s in names:
-            env = {o: int(np.argmax(masks[o])) for o in names if o != s}
-            env[s] = sizes
-            ok = masks[s] & np.broadcast_to(c.holds(env), sizes.shape)
-            if not ok.any():
-                raise _unsatisfiable(c, s)
-            masks[s] = ok
+        if _holds_somewhere(c, masks) is False:
+            err = c.error()
+            err.message += " for every size of input dims " + " and ".join(sorted(c.symbols()))
+            raise err
     return masks
+
+
+def _holds_somewhere(c: Constraint, masks: dict, chunk: int = 64):
+    """Whether two-symbol constraint `c` holds for some admissible sizes: True or False;
+    None when `c` has more symbols (not checked)."""
+    names = sorted(c.symbols())
+    if len(names) != 2:
+        return None
+    a, b = names
+    va, vb = np.flatnonzero(masks[a]), np.flatnonzero(masks[b])
+    for i in range(0, len(va), chunk):
+        env = {a: va[i:i + chunk, None], b: vb[None, :]}
+        if np.asarray(c.holds(env)).any():
+            return True
+    return False
+
+
+def _relates(c: Constraint, masks: dict) -> bool:
+    """Whether a multi-symbol constraint excludes any admissible pair of sizes (else it says
+    nothing worth printing, like ``3 * H * W >= 1``)."""
+    names = sorted(c.symbols())
+    if len(names) != 2:
+        return True
+    a, b = names
+    va, vb = np.flatnonzero(masks[a])[:256], np.flatnonzero(masks[b])[:256]
+    return not np.asarray(c.holds({a: va[:, None], b: vb[None, :]})).all()
+
+
+def _relation(c: Constraint) -> str:
+    if c.kind == "eq":
+        return f"{D.fmt(c.a)} = {D.fmt(c.b)}"
+    if c.kind == "ge":
+        return f"{D.fmt(c.a)} ≥ {D.fmt(c.b)}"
+    return f"{D.fmt(c.a)} ≡ {c.r} (mod {D.fmt(c.b)})"
 
 
 def _unsatisfiable(c: Constraint, s: str) -> ShapeError:
@@ -135,6 +168,8 @@ def describe(name: str, mask: np.ndarray) -> str:
                 parts.append(f"{name} ≥ {lo}")
             return ", ".join(parts)
     hi = int(valid[-1])
+    if lo == hi:
+        return f"{name} = {lo}"
     if len(valid) == hi - lo + 1:
         return f"{lo} ≤ {name} ≤ {hi}"
     shown = ", ".join(map(str, valid[:8])) + (", ..." if len(valid) > 8 else "")
@@ -142,15 +177,23 @@ def describe(name: str, mask: np.ndarray) -> str:
 
 
 def summarise(constraints: list, symbols: list) -> list[str]:
-    """Human-readable admissible sizes for each constrained symbol."""
+    """Human-readable admissible sizes for each constrained symbol, then the relations
+    between symbols (``H = W``)."""
     if not constraints:
         return []
     masks = solve(constraints, symbols)
-    constrained = set().union(*(c.symbols() for c in constraints))
+    constrained = set().union(*(c.symbols() for c in constraints if len(c.symbols()) == 1))
     out = []
     for s in symbols:
         if s in constrained:
             text = describe(s, masks[s])
             if text != f"{s} ≥ 1":
                 out.append(text)
+    seen = set()
+    for c in constraints:
+        if len(c.symbols()) > 1 and _relates(c, masks):
+            key = (c.kind, frozenset((D.fmt(c.a), D.fmt(c.b)))) if c.kind == "eq" else _relation(c)
+            if key not in seen:       # H = W and W = H are one relation
+                seen.add(key)
+                out.append(_relation(c))
     return out

@@ -1,0 +1,7 @@
+"""`python -m netdsl ...`: the netdsl command line (see netdsl.cli)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
