@@ -47,7 +47,8 @@ def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
-def _build(graph: Graph, weights: dict, opset: int):
+def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
+    """The model without its initializers, and {weight name: ParamSpec} of those it uses."""
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"opset {opset} is not supported (choose {MIN_OPSET} to {MAX_OPSET})")
     missing = sorted({n.op for n in graph.nodes if n.op not in EMITTERS})
@@ -95,7 +96,7 @@ def _array(weights: dict, name: str, spec) -> np.ndarray:
 
 
 def to_model(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    model, used = _build(graph, weights, opset)
+    model, used = build_graph_proto(graph, weights, opset)
     for name, spec in used.items():
         model.graph.initializer.append(numpy_helper.from_array(_array(weights, name, spec), name))
     return model
@@ -119,7 +120,7 @@ def write_model(graph: Graph, weights: dict, path, opset: int = DEFAULT_OPSET) -
     Protobuf merges repeated occurrences of an embedded message field, so the model
     is written as the model without weights followed by a second `graph` field that
     holds only the initializers, each raw_data written directly from its array."""
-    model, used = _build(graph, weights, opset)
+    model, used = build_graph_proto(graph, weights, opset)
     chunks: list = []
     total = 0
     for name, spec in used.items():
