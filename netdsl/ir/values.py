@@ -1,0 +1,189 @@
+"""Compile-time values and their limits: blocks and layers as values, built-in functions,
+and the guards that keep a spec from building absurdly large numbers, lists or sizes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import TypeMismatchError, ValueRangeError
+from ..frontend import ast as A
+from . import dims as D
+from .attrs import type_name
+from .graph import Value
+from .naming import ModuleScope
+from .registry import OpSpec
+
+MAX_DEPTH = 64
+MAX_INT = 2 ** 63 - 1     # compile-time integers are 64-bit
+MAX_ITEMS = 100_000       # longest list, string or range() a spec may build
+MAX_WEIGHT = 1_000_000    # most values in a list, counting those of nested lists
+MAX_STEPS = 1_000_000     # statements executed while elaborating one network (loops, recursion)
+INSTANCE_STEPS = 20       # what a block instantiation counts towards MAX_STEPS
+MAX_DIM = 2 ** 31 - 1     # largest tensor dim
+MAX_RANK = 32             # most dims an input may have
+RECURSION_ROOM = 5000     # Python frames allowed while elaborating (see Elaborator.network)
+PARAM_TYPES = ("int", "float", "bool", "str", "list", "block", "any")
+DTYPES = {"f32": "float32"}
+
+
+@dataclass
+class BlockRef:
+    """A block as a value, possibly with some arguments already bound."""
+    defn: A.BlockDef
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    type_label = "block"
+
+
+@dataclass
+class OpRef:
+    """A built-in layer as a value, possibly with some arguments already bound."""
+    spec: OpSpec
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    type_label = "layer"
+
+
+@dataclass
+class Builtin:
+    name: str
+    fn: object
+    type_label = "function"
+
+
+class _Return(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class Frame:
+    """One block instantiation (or the network body) being executed."""
+
+    def __init__(self, env: dict, mscope: ModuleScope, kind: str, depth: int, trace: tuple):
+        self.env = env
+        self.mscope = mscope
+        self.kind = kind          # "network", "chain" or "dag"
+        self.depth = depth
+        self.trace = trace
+        self.cursor: Value | None = None
+        self.ns: dict = {}        # the namespace (file) whose names this body sees
+
+
+def _check_int(v, span, what):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeMismatchError(f"{what} must be an int, got {type_name(v)}", span)
+    return v
+
+
+def _builtin_range(span, *args):
+    if not 1 <= len(args) <= 3:
+        raise TypeMismatchError(f"range() takes 1 to 3 arguments, got {len(args)}", span)
+    for a in args:
+        _check_int(a, span, "range() argument")
+    if len(args) == 3 and args[2] == 0:
+        raise ValueRangeError("range() step must not be zero", span)
+    r = range(*args)
+    n = max(0, (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)  # len(r) may overflow
+    if n > MAX_ITEMS:
+        raise ValueRangeError(f"range() of {n} items is too long to unroll (at most {MAX_ITEMS:,})", span)
+    return list(r)
+
+
+def _builtin_len(span, *args):
+    if len(args) != 1:
+        raise TypeMismatchError(f"len() takes 1 argument, got {len(args)}", span)
+    v = args[0]
+    if isinstance(v, Value):
+        return len(v.shape)
+    if not isinstance(v, (list, tuple, str)):
+        raise TypeMismatchError(f"len() needs a list, string or tensor, got {type_name(v)}", span)
+    return len(v)
+
+
+def _numeric_builtin(fn, name):
+    def call(span, *args):
+        vals = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+        if not vals:
+            raise TypeMismatchError(f"{name}() needs at least one value", span)
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeMismatchError(f"{name}() needs numbers, got {type_name(v)}", span)
+        return _checked_number(fn(vals), span, ())
+    return call
+
+
+def _convert(fn, name, accepts):
+    def call(span, *args):
+        if len(args) != 1 or not isinstance(args[0], accepts) or isinstance(args[0], list):
+            raise TypeMismatchError(f"{name}() takes one {' or '.join(t.__name__ for t in accepts)}", span)
+        try:
+            out = fn(args[0])
+        except (ValueError, OverflowError) as e:
+            raise ValueRangeError(f"{name}(): {e}", span) from None
+        return _checked_number(out, span, ())
+    return call
+
+
+def _checked_number(v, span, trace):
+    """Compile-time ints are 64-bit: beyond that lies only runaway arithmetic (x = x * x in a loop)."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -MAX_INT <= v <= MAX_INT:
+        raise ValueRangeError("integer out of range: compile-time integers are limited to 64 bits",
+                              span, trace)
+    if isinstance(v, (str, list, tuple)) and len(v) > MAX_ITEMS:
+        raise ValueRangeError(f"{type_name(v)} of {len(v)} items is too long (at most {MAX_ITEMS:,})",
+                              span, trace)
+    return v
+
+
+def _dim_too_complex(d) -> bool:
+    """Whether a symbolic size has grown absurdly (e.g. ``s = s * s`` in a loop)."""
+    if not isinstance(d, D.Lin):
+        return isinstance(d, int) and not -MAX_INT <= d <= MAX_INT
+    budget = 256
+    stack = [d]
+    while stack:
+        x = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return True
+        if isinstance(x, D.Lin):
+            if not -MAX_INT <= x.const <= MAX_INT:
+                return True
+            for atom, coef in x.terms:
+                if not -MAX_INT <= coef <= MAX_INT:
+                    return True
+                stack.append(atom)
+        elif isinstance(x, D.FloorDiv):
+            if x.den > MAX_INT:
+                return True
+            stack.append(x.num)
+        elif isinstance(x, D.Prod):
+            stack.extend(x.factors)
+    return False
+
+
+BUILTINS = {
+    "range": Builtin("range", _builtin_range),
+    "len": Builtin("len", _builtin_len),
+    "min": Builtin("min", _numeric_builtin(min, "min")),
+    "max": Builtin("max", _numeric_builtin(max, "max")),
+    "sum": Builtin("sum", _numeric_builtin(sum, "sum")),
+    "abs": Builtin("abs", _convert(abs, "abs", (int, float))),
+    "int": Builtin("int", _convert(int, "int", (int, float, str))),
+    "float": Builtin("float", _convert(float, "float", (int, float, str))),
+    "str": Builtin("str", _convert(str, "str", (int, float, str, bool))),
+    "type": Builtin("type", lambda span, *args: _builtin_type(span, *args)),
+}
+
+
+def _builtin_type(span, *args):
+    if len(args) != 1:
+        raise TypeMismatchError(f"type() takes 1 argument, got {len(args)}", span)
+    v = args[0]
+    return "int" if isinstance(v, D.Lin) else type_name(v)
+
+
+TENSOR_ATTRS = ("shape", "channels", "rank")
+
+
+def _a(t: str) -> str:
+    return ("an " if t[:1] in "aeiou" else "a ") + t
