@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
             file_help="a .net spec, or an .onnx model (by its .onnx suffix)")
     r.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
                    help="onnxruntime execution provider (default cpu)")
-    r.add_argument("--repeat", type=_positive_int, default=10, metavar="N",
-                   help="timed runs; the median is reported (default 10)")
+    r.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
+                   help="timed runs; the median is reported (default: 10, or fewer, but at least 3, "
+                        "when they take over 2 s together)")
     r.add_argument("--opset", type=_int, default=17, metavar="N", help="ONNX opset version (default 17)")
     r.add_argument("--seed", type=_int, default=0, metavar="N",
                    help="seed of the random weights and the random input (default 0)")
@@ -425,10 +426,13 @@ def cmd_run(args) -> int:
     try:
         outputs = session.run(names, feeds)          # warm-up
         times = []
-        for _ in range(args.repeat):
+        budget_end = time.perf_counter() + 2.0
+        while len(times) < (args.repeat or 10):
             t0 = time.perf_counter()
             session.run(names, feeds)
             times.append(time.perf_counter() - t0)
+            if args.repeat is None and len(times) >= 3 and time.perf_counter() > budget_end:
+                break
     except Exception as e:  # noqa: BLE001
         raise _error(f"onnxruntime failed to run {label}: {_ort_message(e)}") from None
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
