@@ -73,7 +73,7 @@ examples:
   netdsl check examples/unet.net
   netdsl summary examples/unet.net --set depth=3 --input image=1x1x572x572
   netdsl compile examples/unet.net --target onnx -o unet.onnx
-  netdsl compile examples/resnet.net --network ResNet50 --target torch -o resnet50.py
+  netdsl compile examples/vgg.net --network VGG16 --target torch -o vgg16.py
   netdsl run unet.onnx --input image=1x1x572x572
 """
 
