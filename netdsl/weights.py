@@ -39,12 +39,15 @@ def _init_one(name: str, spec: ParamSpec, seed: int, pool):
         return np.ones(spec.shape, dtype=spec.dtype), []
     if spec.init == "zeros":
         return np.zeros(spec.shape, dtype=spec.dtype), []
+    if spec.init == "normal":
+        rng = np.random.Generator(np.random.SFC64([seed, zlib.crc32(name.encode())]))
+        return (rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(spec.scale)), []
     # torch's default for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded per
     # name and chunk so that values depend neither on other parameters nor on thread timing
     out = np.empty(spec.shape, dtype=np.float32)
     flat = out.reshape(-1)
     key = [seed, zlib.crc32(name.encode())]
-    bound = 1.0 / np.sqrt(spec.fan_in)
+    bound = spec.scale or 1.0 / np.sqrt(spec.fan_in)
     starts = range(0, max(flat.size, 1), _CHUNK)
     if pool is None or flat.size < _CHUNK // 8:
         for st in starts:

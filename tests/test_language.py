@@ -257,3 +257,26 @@ def test_type_builtin_multiline_docstrings_and_bare_aliases():
     g = graph('network T { input x: f32[1, 1, H, 2]\n'
               ' output y = x -> Conv2d(len([type(1), type(1.5), type(true), type("s"), type(x), type(x.shape[2])]), 1) }')
     assert dict(g.outputs)["y"].shape[1] == 6
+
+
+def test_param_declares_a_learned_tensor_at_the_scope_path():
+    net = netdsl.loads("""
+    block Embed(d: int) (x) -> y {
+        param pos_embedding: f32[1, 4, d] = normal(0.02)
+        y = x + pos_embedding
+    }
+    network T { input x: f32[N, 4, 8]
+        param class_token: f32[1, 1, 8]
+        x = x -> Linear(8)
+        y = x -> ReLU          # the chain continues from x, not from the param
+        output o = y -> encoder: Embed(8)
+        output c = class_token }""")
+    layout = net.graph.state_layout()
+    assert layout["class_token"].shape == (1, 1, 8) and layout["class_token"].init == "zeros"
+    assert layout["encoder.pos_embedding"].init == "normal"
+    w = net.init_weights(seed=1)
+    assert 0.01 < w["encoder.pos_embedding"].std() < 0.04
+    assert not w["class_token"].any()
+    assert dict(net.graph.outputs)["o"].shape[1:] == (4, 8)
+    with pytest.raises(NetDSLError, match="a param starts from zeros"):
+        netdsl.loads("network T { input x: f32[1]\n param p: f32[2] = 3\n output y = x }").graph

@@ -212,6 +212,11 @@ CASES = [
     fn("crop-static", {"x": "[N, 3, 17, 17]", "t": "[N, 5, 13, 11]"}, "center_crop(x, like = t)",
        (((2, 3, 17, 17), (2, 5, 13, 11)), ((1, 3, 17, 17), (1, 5, 13, 11)))),
     one("crop-3d", "center_crop(x, like = x -> Conv1d(2, 5))", ((2, 3, 9), (1, 3, 16)), "[N, 3, L]"),
+    # ---- learned tensors
+    Case("param-normal", "input x: f32[N, 3, H, W]\nparam bias: f32[1, 3, 1, 1] = normal(0.5)\n"
+                         "output y = x + bias", tuple((s,) for s in IMG)),
+    Case("param-uniform", "input x: f32[N, 3, H, W]\nparam scale: f32[3, 1, 1] = uniform(2.0)\n"
+                          "output y = x * scale", tuple((s,) for s in IMG)),
     # ---- resize
     one("resize-nearest-2", "resize(x, scale = 2)", ((2, 3, 4, 5), (1, 3, 3, 2))),
     one("resize-nearest-23", "resize(x, scale = [2, 3])", ((2, 3, 4, 5), (1, 3, 3, 2))),

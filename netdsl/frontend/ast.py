@@ -148,6 +148,15 @@ class OutputDecl(Node):
     value: Any            # None: output an existing tensor of that name
 
 
+@dataclass
+class ParamDecl(Node):
+    """A learned tensor: ``param class_token: f32[1, 1, 768] = zeros()``."""
+    label: NameTemplate
+    dtype: str
+    dims: list
+    init: Any             # expression giving the initialiser, or None (zeros)
+
+
 # ---- definitions -------------------------------------------------------------
 @dataclass
 class Param(Node):

@@ -257,6 +257,9 @@ class _ToAST(Transformer_NonRecursive):
     def output_decl(self, meta, c):
         return A.OutputDecl(self._span(meta), str(c[0]), c[1])
 
+    def param_decl(self, meta, c):
+        return A.ParamDecl(self._span(meta), c[0], str(c[1]), c[2] or [], c[3])
+
     def callee(self, meta, c):
         return A.Callee(self._span(meta), str(c[0]), c[1])
 

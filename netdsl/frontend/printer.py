@@ -66,6 +66,10 @@ def stmt(s, depth: int = 0) -> str:
         return "return " + ", ".join(expr(v, depth) for v in s.values)
     if isinstance(s, A.InputDecl):
         return f"input {s.name}: {s.dtype}[{', '.join(expr(d) for d in s.dims)}]"
+    if isinstance(s, A.ParamDecl):
+        label = "".join(p if isinstance(p, str) else "{" + expr(p) + "}" for p in s.label.parts)
+        return (f"param {label}: {s.dtype}[{', '.join(expr(d) for d in s.dims)}]"
+                + (f" = {expr(s.init, depth)}" if s.init is not None else ""))
     if isinstance(s, A.OutputDecl):
         return f"output {s.name}" + (f" = {expr(s.value, depth)}" if s.value is not None else "")
     raise TypeError(type(s))

@@ -22,7 +22,8 @@ from .naming import ModuleScope, render, snake
 from .program import Program
 from .registry import OpSpec, all_ops
 from .values import (BUILTINS, DTYPES, INSTANCE_STEPS, MAX_DEPTH, MAX_DIM, MAX_RANK, MAX_STEPS,
-                     PARAM_TYPES, RECURSION_ROOM, BlockRef, Frame, OpRef, _a, _dim_too_complex, _Return)
+                     PARAM_TYPES, RECURSION_ROOM, BlockRef, Frame, Init, OpRef, _a, _dim_too_complex,
+                     _Return)
 
 
 class Elaborator(ExpressionEvaluator):
@@ -139,9 +140,16 @@ class Elaborator(ExpressionEvaluator):
 
         for v in g.inputs:
             used.add(v.name)
-        out_names = {id(v): n for n, v in reversed(g.outputs)}
         for n in g.nodes:
             n.path = render(n.path)
+        # a top-level `param` is an ONNX initializer named by its path: no tensor may share it
+        params = {n.path for n in g.nodes if n.op == "parameter"}
+        used |= params
+        for name, _ in g.outputs:
+            if name in params:
+                raise NameLookupError(f"output '{name}' has the name of a param; give one of them "
+                                      "another name", g.span)
+        out_names = {id(v): n for n, v in reversed(g.outputs)}
         for n in g.nodes:
             for i, v in enumerate(n.outputs):
                 if id(v) in out_names and out_names[id(v)] not in used:
@@ -281,6 +289,8 @@ class Elaborator(ExpressionEvaluator):
             self._input(st, frame)
         elif isinstance(st, A.OutputDecl):
             self._output(st, frame)
+        elif isinstance(st, A.ParamDecl):
+            self._param(st, frame)
         else:  # pragma: no cover - the grammar has no other statements
             raise AssertionError(type(st))
 
@@ -351,6 +361,31 @@ class Elaborator(ExpressionEvaluator):
         self.graph.inputs.append(v)
         frame.env[st.name] = v
         frame.cursor = v
+
+    def _param(self, st: A.ParamDecl, frame: Frame):
+        """A learned tensor at this scope's path; binds its name without moving the chain."""
+        if st.dtype not in DTYPES:
+            raise NameLookupError(f"unknown element type '{st.dtype}'" + suggest(st.dtype, DTYPES)
+                                  + f" (supported: {', '.join(DTYPES)})", st.span, frame.trace)
+        dims = []
+        for d in st.dims:
+            v = self._eval(d, frame)
+            if isinstance(v, bool) or not isinstance(v, int):
+                what = f"the input size '{D.fmt(v)}'" if isinstance(v, D.Lin) else type_name(v)
+                raise TypeMismatchError(f"a param's dims must be ints known at compile time, got {what}",
+                                        d.span, frame.trace)
+            dims.append(v)
+        init = self._eval(st.init, frame) if st.init is not None else Init("zeros")
+        if not isinstance(init, Init):
+            raise TypeMismatchError(f"a param starts from zeros(), ones(), normal(std) or uniform(bound), "
+                                    f"got {_a(type_name(init))}", st.init.span, frame.trace)
+        label = self._label(st.label, frame)
+        if label in BUILTINS or label in self.ops:
+            raise NameLookupError(f"cannot name a param '{label}': it names a built-in", st.span, frame.trace)
+        value = self._apply_op(self.ops["parameter"], [], {"shape": dims, "init": init.kind,
+                                                           "scale": init.scale}, [], label, st.span, frame)
+        frame.env[label] = value
+        self.hints.setdefault(id(value), label)
 
     def _output(self, st: A.OutputDecl, frame: Frame):
         if frame.kind != "network":

@@ -32,10 +32,17 @@ class Value:
 class ParamSpec:
     """A parameter or buffer of a node, in the layout torch uses for it."""
     shape: tuple                   # concrete ints
-    init: str                      # "uniform" (bound = 1/sqrt(fan_in)), "ones", "zeros"
+    init: str                      # "uniform" (bound = 1/sqrt(fan_in), or `scale`), "normal" (std =
+                                   # `scale`), "ones", "zeros"
     fan_in: int = 1
     buffer: bool = False           # running statistics: in the state_dict, not trained
     dtype: str = "float32"
+    scale: float = 0.0
+
+
+def param_key(path: str, pname: str) -> str:
+    """The state_dict key of a node's parameter; a `param` tensor is keyed by its path alone."""
+    return f"{path}.{pname}" if pname else path
 
 
 @dataclass(eq=False)
@@ -72,7 +79,7 @@ class Graph:
         out = {}
         for n in self.nodes:
             for pname, spec in n.params.items():
-                out[f"{n.path}.{pname}"] = spec
+                out[param_key(n.path, pname)] = spec
         return out
 
     def param_count(self) -> int:

@@ -50,6 +50,29 @@ class Builtin:
     type_label = "function"
 
 
+@dataclass(frozen=True)
+class Init:
+    """How a `param` tensor starts: zeros(), ones(), normal(std) or uniform(bound)."""
+    kind: str
+    scale: float = 0.0
+    type_label = "init"
+
+
+def _init_builtin(kind: str, takes_scale: bool):
+    def call(span, *args):
+        if len(args) != (1 if takes_scale else 0):
+            want = "one number" if takes_scale else "no arguments"
+            raise TypeMismatchError(f"{kind}() takes {want}, got {len(args)} argument"
+                                    f"{'s' * (len(args) != 1)}", span)
+        if not takes_scale:
+            return Init(kind)
+        v = args[0]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+            raise ValueRangeError(f"{kind}() needs a non-negative number, got {v!r}", span)
+        return Init(kind, float(v))
+    return call
+
+
 class _Return(Exception):
     def __init__(self, value):
         self.value = value
@@ -172,6 +195,10 @@ BUILTINS = {
     "float": Builtin("float", _convert(float, "float", (int, float, str))),
     "str": Builtin("str", _convert(str, "str", (int, float, str, bool))),
     "type": Builtin("type", lambda span, *args: _builtin_type(span, *args)),
+    "zeros": Builtin("zeros", _init_builtin("zeros", False)),
+    "ones": Builtin("ones", _init_builtin("ones", False)),
+    "normal": Builtin("normal", _init_builtin("normal", True)),
+    "uniform": Builtin("uniform", _init_builtin("uniform", True)),
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from ...ir.graph import param_key
+
 
 class OnnxBuilder:
     def __init__(self, opset: int, weights: dict):
@@ -54,7 +56,7 @@ class OnnxBuilder:
 
     def weight(self, node, pname: str) -> str:
         """The initializer for a node parameter, named as in the torch state_dict."""
-        full = f"{node.path}.{pname}"
+        full = param_key(node.path, pname)
         if full not in self.initializers:
             self.initializers[full] = numpy_helper.from_array(
                 np.ascontiguousarray(self.weights[full]), full)

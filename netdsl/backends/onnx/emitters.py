@@ -425,3 +425,8 @@ def _lrn(b, node, ins, outs):
     div = b.add("Add", [div, b.const(np.float32(a["k"]), "k")], "div_k")
     div = b.add("Pow", [div, b.const(np.float32(a["beta"]), "beta")], "div_p")
     b.add("Div", [x, div], outs)
+
+
+@emitter("parameter")
+def _parameter(b, node, ins, outs):
+    b.add("Identity", [b.weight(node, "")], outs)

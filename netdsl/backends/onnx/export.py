@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ... import __version__
 from ...errors import BackendError, UsageError
 from ...ir import dims as D
-from ...ir.graph import Graph
+from ...ir.graph import Graph, param_key
 from .builder import OnnxBuilder
 from .emitters import EMITTERS
 from ...weights import resolve
@@ -35,7 +35,7 @@ class _WeightsByReference(OnnxBuilder):
         self.used: dict = {}
 
     def weight(self, node, pname: str) -> str:
-        full = f"{node.path}.{pname}"
+        full = param_key(node.path, pname)
         if full not in self.used:
             self.used[full] = self.layout[full]
             self.reserve(full)

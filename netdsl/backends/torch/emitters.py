@@ -181,3 +181,9 @@ def center_crop(x, like):
     return x
 ''',
 }
+
+
+# ---- learned tensors ---------------------------------------------------------------------
+EMITTERS["parameter"] = TorchEmitter(
+    lambda n, ins, m: m,
+    lambda n: f"nn.Parameter(torch.zeros({', '.join(map(str, n.attrs['shape']))}))")

@@ -1,2 +1,2 @@
 """Every built-in op: importing this package registers them all."""
-from . import activation, conv, linear, norm, pool, tensor  # noqa: F401
+from . import activation, conv, linear, norm, parameter, pool, tensor  # noqa: F401

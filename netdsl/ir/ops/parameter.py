@@ -1,0 +1,24 @@
+"""Learned tensors declared with `param name: f32[dims] = init` (class tokens, position
+embeddings). The op has no inputs; its one parameter is keyed by the node's path alone."""
+from __future__ import annotations
+
+from ..graph import ParamSpec
+from ..registry import AttrSpec, OpSpec, register
+from .common import prod
+
+
+def _params(a, shapes, ctx):
+    shape = tuple(a["shape"])
+    if a["init"] == "uniform":
+        return {"": ParamSpec(shape, "uniform", fan_in=max(1, prod(shape[1:])), scale=a["scale"])}
+    return {"": ParamSpec(shape, a["init"], scale=a["scale"])}
+
+
+register(OpSpec(
+    "parameter", "A learned tensor, declared with `param name: f32[dims] = zeros() | ones() | "
+    "normal(std) | uniform(bound)`.",
+    lambda a, s, ctx: [tuple(a["shape"])],
+    (AttrSpec("shape", "ints", check="positive"),
+     AttrSpec("init", "str", "zeros", choices=("zeros", "ones", "normal", "uniform")),
+     AttrSpec("scale", "float", 0.0, check="nonneg")),
+    inputs=0, function=True, params=_params))
