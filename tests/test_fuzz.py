@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import netdsl
 from netdsl.errors import NetDSLError
+from test_cli import UNET as CLI_UNET   # tests/ is on sys.path under pytest
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
@@ -21,29 +22,9 @@ SETTINGS = dict(deadline=None, derandomize=True, database=None,
 
 # ---- seeds: valid specs that between them use every construct of the language ----------------
 
-UNET = """\
-block DoubleConv(c: int, pad: int = 0, bn: bool = false) {
-    conv1: Conv2d(c, 3, padding = pad, bias = not bn)
-    if bn { bn1: BatchNorm2d }
-    ReLU
-    conv2: Conv2d(c, 3, padding = pad, bias = not bn)
-    if bn { bn2: BatchNorm2d }
-    ReLU
-}
-
-block Level(c: int, depth: int, pad: int) (x) -> y {
-    skip = x -> enc: DoubleConv(c, pad)
-    if depth == 0 { return skip }
-    up = skip -> MaxPool2d(2) -> inner: Level(2 * c, depth - 1, pad)
-              -> up: ConvTranspose2d(c, 2, stride = 2)
-    return concat(center_crop(skip, like = up), up, dim = 1) -> dec: DoubleConv(c, pad)
-}
-
-network UNet(in_ch: int = 1, classes: int = 2, base: int = 8, depth: int = 2, pad: int = 0) {
-    input image: f32[N, in_ch, H, W]
-    output mask = image -> body: Level(base, depth, pad) -> head: Conv2d(classes, 1)
-}
-"""
+# the CLI tests' U-Net, made small: fuzzing elaborates it thousands of times
+UNET = CLI_UNET.replace("base: int = 64, depth: int = 4", "base: int = 8, depth: int = 2")
+assert UNET != CLI_UNET
 
 RESNET = """\
 block Basic(c: int, stride: int = 1) (x) -> y {
