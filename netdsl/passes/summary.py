@@ -72,7 +72,9 @@ def format_text(summary: dict, doc: str | None = None) -> str:
         shape = layer["output_shape"]
         shape_s = D.fmt_shape(shape) if not shape or not isinstance(shape[0], list) else \
             "; ".join(D.fmt_shape(s) for s in shape)
-        rows.append((layer["path"], layer["op"], shape_s, _fmt_int(layer["params"]), _fmt_int(layer["macs"])))
+        macs = layer["macs"]   # a symbolic count is unreadable in a table: see the footer
+        rows.append((layer["path"], layer["op"], shape_s, _fmt_int(layer["params"]),
+                     _fmt_int(macs) if isinstance(macs, int) else "?"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines.append("")
     for i, r in enumerate(rows):
@@ -83,8 +85,13 @@ def format_text(summary: dict, doc: str | None = None) -> str:
     lines.append("")
     lines.append(f"  parameters: {_fmt_int(summary['params'])}")
     macs = summary["macs"]
-    gmacs = f" ({macs / 1e9:.3f} GMACs)" if isinstance(macs, int) else ""
-    lines.append(f"  MACs per sample: {_fmt_int(macs)}{gmacs}")
+    if isinstance(macs, int):
+        lines.append(f"  MACs per sample: {macs:,} ({macs / 1e9:.3f} GMACs)")
+    else:
+        first = summary["inputs"][0] if summary["inputs"] else {"name": "NAME", "shape": []}
+        example = "x".join(str(d) if isinstance(d, int) else "?" for d in first["shape"])
+        lines.append(f"  MACs per sample depend on the input size: give it with --input "
+                     f"{first['name']}={example}")
     if summary["constraints"]:
         lines.append("  input sizes that work: " + "; ".join(summary["constraints"]))
     return "\n".join(lines)
