@@ -52,6 +52,7 @@ STATIC = "[N, 3, 17, 17]"
 STATIC_SIZES = ((2, 3, 17, 17), (1, 3, 17, 17))
 DIV, DIV_SIZES = "[N, 3, 12, 12]", ((2, 3, 12, 12), (1, 3, 12, 12))
 MIXED_SIZES = ((2, 3, 12, 8), (1, 3, 12, 13))     # for [N, 3, 12, W]
+TOKENS, TOKENS6 = ((2, 5, 8), (1, 3, 8)), ((2, 5, 6), (1, 3, 6))   # [N, L, E]
 
 CASES = [
     # ---- convolutions
@@ -259,6 +260,56 @@ CASES = [
     one("resize-bilinear-copy-static", "resize(x, scale = [0.7, 1.25], mode = 'bilinear')",
         ((2, 3, 7, 3), (1, 3, 7, 3)), "[N, 3, 7, 3]"),
     one("resize-static", "resize(x, scale = 3, mode = 'bilinear')", ((2, 3, 5, 7),), "[2, 3, 5, 7]"),
+    # ---- attention, shape functions, reductions
+    chain("layernorm", "LayerNorm", "[N, L, 8]", TOKENS),
+    chain("layernorm-2d-noaffine", "LayerNorm(eps = 0.001, elementwise_affine = false)", "[N, 6]",
+          ((3, 6), (1, 6))),
+    chain("layernorm-4d", "LayerNorm(eps = 1e-6)", "[N, 3, H, 8]", ((2, 3, 4, 8), (1, 3, 2, 8))),
+    chain("mha-self", "MultiheadAttention(2)", "[N, L, 8]", TOKENS),
+    chain("mha-self-nobias", "MultiheadAttention(4, dropout = 0.1, bias = false)", "[N, L, 8]", TOKENS),
+    chain("mha-one-head", "LayerNorm -> MultiheadAttention(1)", "[N, L, 8]", TOKENS),
+    fn("mha-qkv", {"q": "[N, L, 8]", "k": "[N, S, 8]", "v": "[N, S, 8]"}, "(q, k, v) -> MultiheadAttention(4)",
+       (((2, 5, 8), (2, 3, 8), (2, 3, 8)), ((1, 2, 8), (1, 6, 8), (1, 6, 8)))),
+    fn("mha-qkv-nobias", {"q": "[N, L, 8]", "k": "[N, S, 8]"}, "(q, k, k) -> MultiheadAttention(2, bias = false)",
+       (((2, 5, 8), (2, 3, 8)), ((1, 2, 8), (1, 6, 8)))),
+    fn("matmul", {"a": "[N, L, 4]", "b": "[N, 4, S]"}, "matmul(a, b)",
+       (((2, 3, 4), (2, 4, 5)), ((1, 6, 4), (1, 4, 2)))),
+    fn("matmul-bcast", {"a": "[N, 3, L, 4]", "b": "[4, 5]"}, "matmul(a, b)",
+       (((2, 3, 2, 4), (4, 5)), ((1, 3, 6, 4), (4, 5)))),
+    fn("matmul-bcast-batch", {"a": "[N, 1, L, 4]", "b": "[3, 4, S]"}, "matmul(a, b)",
+       (((2, 1, 2, 4), (3, 4, 5)), ((1, 1, 6, 4), (3, 4, 1)))),
+    fn("matmul-vec", {"a": "[N, L, 4]", "b": "[4]"}, "matmul(a, b)", (((2, 3, 4), (4,)), ((1, 6, 4), (4,)))),
+    one("reshape-heads", "reshape(x, shape = [0, 0, 2, 3])", TOKENS6, "[N, L, 6]"),
+    one("reshape-merge", "reshape(x, shape = [-1, 6])", TOKENS6, "[N, L, 6]"),
+    chain("reshape-infer", "reshape(shape = [0, 3, -1])"),
+    chain("reshape-split", "reshape(shape = [0, 0, 2, -1])", "[N, L, 6]", TOKENS6),
+    chain("permute", "permute(dims = [0, 2, 3, 1])"),
+    one("permute-fn", "permute(x, dims = [0, -1, 1])", TOKENS6, "[N, L, 6]"),
+    chain("transpose", "transpose(1, 2)", "[N, L, 6]", TOKENS6),
+    one("transpose-fn", "transpose(x, -1, -3)", IMG),
+    Case("expand-cls", "input x: f32[N, L, 6]\nparam cls: f32[1, 1, 6] = normal(1.0)\n"
+                       "output y = concat(expand(cls, like = x, dims = [0]), x, dim = 1)", tuple((s,) for s in TOKENS6)),
+    fn("expand-two", {"t": "[1, 3, 1, 1]", "x": "[N, 3, H, W]"}, "t -> expand(like = x, dims = [0, -1])",
+       (((1, 3, 1, 1), (2, 3, 4, 5)), ((1, 3, 1, 1), (1, 3, 2, 7)))),
+    one("select-cls", "select(x, dim = 1, index = 0)", TOKENS6, "[N, L, 6]"),
+    chain("select-last", "select(dim = -1, index = -1)"),
+    one("select-static", "select(x, 2, 3)", ((2, 3, 4, 5), (1, 3, 4, 2)), "[N, 3, 4, W]"),
+    chain("mean", "mean"),
+    one("mean-hw", "mean(x, dims = [2, 3], keepdim = false)", IMG),
+    chain("amax", "amax(dims = [1, -1])"),
+    one("cbam-spatial", "x * (concat(mean(x), amax(x)) -> Conv2d(1, 7, padding = 3) -> Sigmoid)", IMG),
+    one("reshape-like", "x -> Flatten(2) -> reshape(shape = [0, 0, 0, 0], like = x)", IMG),
+    fn("reshape-like-2", {"x": "[N, 6, L]", "t": "[N, 3, H, W]"}, "reshape(x, shape = [0, 0, -1], like = t)",
+       (((2, 6, 4), (2, 3, 2, 2)), ((1, 6, 5), (1, 3, 2, 2)))),
+    Case("non-local", """input x: f32[N, 4, H, W]
+theta = x -> Conv2d(2, 1) -> Flatten(2) -> transpose(1, 2)
+phi = x -> Conv2d(2, 1) -> Flatten(2)
+g = x -> Conv2d(2, 1) -> Flatten(2) -> transpose(1, 2)
+f = matmul(theta, phi) -> Softmax(dim = -1)
+y = matmul(f, g) -> permute(dims = [0, 2, 1]) -> reshape(shape = [0, 2, 0, 0], like = x) -> Conv2d(4, 1)
+output z = x + y""", (((2, 4, 3, 5),), ((1, 4, 6, 2),))),
+    one("vit-mini", "(x -> Conv2d(8, 3, stride = 3) -> Flatten(2) -> transpose(1, 2) -> LayerNorm "
+        "-> MultiheadAttention(2) -> select(dim = 1, index = 0) -> Linear(4))", ((2, 3, 9, 12), (1, 3, 6, 3))),
 ]
 
 # Cases whose emitters depend on the opset (reductions, Shape, Resize, Pad, Gelu...), re-run at others.
@@ -266,7 +317,9 @@ OPSET_CASES = ["adaptive-avg-sym", "adaptive-max-sym", "adaptive-max-nondiv", "g
                "resize-nearest-1.05", "resize-bilinear-like", "resize-bilinear-size-1", "resize-nearest-like",
                "resize-bilinear-mixed",
                "crop-sym", "flatten-mid", "avgpool-3s2p1-ceil", "maxpool-dil-ceil", "gelu", "gelu-tanh",
-               "deconv-op-lt-dil-p1", "linear-3d", "bn2d"]
+               "deconv-op-lt-dil-p1", "linear-3d", "bn2d", "layernorm", "layernorm-2d-noaffine", "mha-self",
+               "mha-qkv", "expand-cls", "mean-hw", "amax", "cbam-spatial",
+               "reshape-like"]
 OPSETS = (13, 18, 21)
 
 # One network touching most opset-dependent emitters, built at every supported opset.
@@ -298,6 +351,10 @@ def randomised_weights(net, seed=0) -> dict:
             if node.attrs["affine"]:
                 w[f"{node.path}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
                 w[f"{node.path}.bias"] = rng.normal(0, 1, c).astype(np.float32)
+        if node.op in ("LayerNorm", "MultiheadAttention"):      # their ones/zeros init hides mistakes
+            for pname, spec in node.params.items():
+                if spec.init in ("ones", "zeros"):
+                    w[f"{node.path}.{pname}"] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)
     return w
 
 

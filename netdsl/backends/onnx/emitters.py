@@ -430,3 +430,112 @@ def _lrn(b, node, ins, outs):
 @emitter("parameter")
 def _parameter(b, node, ins, outs):
     b.add("Identity", [b.weight(node, "")], outs)
+
+
+# ---- attention, shape functions, reductions ------------------------------------------------
+@emitter("LayerNorm")
+def _layer_norm(b, node, ins, outs):
+    a = node.attrs
+    d, x = a["normalized_shape"], ins[0]
+    if a["elementwise_affine"]:
+        w, bias = b.weight(node, "weight"), b.weight(node, "bias")
+    else:
+        w, bias = b.const(np.ones(d, np.float32), "ones"), b.const(np.zeros(d, np.float32), "zeros")
+    if b.opset >= 17:
+        b.add("LayerNormalization", [x, w, bias], outs, axis=-1, epsilon=a["eps"])
+        return
+    centred = b.add("Sub", [x, reduce(b, "ReduceMean", x, [-1])], "centred")
+    var = reduce(b, "ReduceMean", b.add("Mul", [centred, centred], "sq"), [-1])
+    std = b.add("Sqrt", [b.add("Add", [var, b.const(np.float32(a["eps"]), "eps")], "var_eps")], "std")
+    normed = b.add("Div", [centred, std], "normed")
+    if not a["elementwise_affine"]:
+        b.add("Identity", [normed], outs)
+        return
+    b.add("Add", [b.add("Mul", [normed, w], "scaled"), bias], outs)
+
+
+def _project(b, x, w, bias, hint):
+    """x @ w^T + bias (bias may be None)."""
+    y = b.add("MatMul", [x, b.add("Transpose", [w], hint + "_wt", perm=[1, 0])], hint)
+    return b.add("Add", [y, bias], hint + "_b") if bias else y
+
+
+@emitter("MultiheadAttention")
+def _mha(b, node, ins, outs):
+    """torch's MultiheadAttention (eval): in-projection, heads as [N, h, L, d], scaled dot-product
+    softmax attention, heads merged, out-projection. Reshapes copy N and L (0 entries)."""
+    a = node.attrs
+    e, h = a["embed_dim"], a["num_heads"]
+    d = e // h
+    w = b.weight(node, "in_proj_weight")
+    bias = b.weight(node, "in_proj_bias") if a["bias"] else None
+    if len(ins) == 1:
+        qkv = _project(b, ins[0], w, bias, "qkv")
+        q, k, v = b.add("Split", [qkv, b.ints([e, e, e])], [b.fresh(t) for t in "qkv"], axis=-1)
+    else:
+        ws = b.add("Split", [w, b.ints([e, e, e])], [b.fresh("w" + t) for t in "qkv"], axis=0)
+        bs = (b.add("Split", [bias, b.ints([e, e, e])], [b.fresh("b" + t) for t in "qkv"], axis=0)
+              if bias else [None] * 3)
+        q, k, v = (_project(b, x, wi, bi, t) for x, wi, bi, t in zip(ins, ws, bs, "qkv"))
+    heads = b.ints([0, 0, h, d])
+    q = b.add("Transpose", [b.add("Reshape", [q, heads], "q_heads")], "q_t", perm=[0, 2, 1, 3])
+    k = b.add("Transpose", [b.add("Reshape", [k, heads], "k_heads")], "k_t", perm=[0, 2, 3, 1])
+    v = b.add("Transpose", [b.add("Reshape", [v, heads], "v_heads")], "v_t", perm=[0, 2, 1, 3])
+    q = b.add("Mul", [q, b.const(np.float32(1 / math.sqrt(d)), "inv_sqrt_d")], "q_scaled")
+    attn = b.add("Softmax", [b.add("MatMul", [q, k], "scores")], "attn", axis=-1)
+    ctx = b.add("Transpose", [b.add("MatMul", [attn, v], "ctx")], "ctx_t", perm=[0, 2, 1, 3])
+    merged = b.add("Reshape", [ctx, b.ints([0, 0, e])], "merged")
+    wo = b.add("Transpose", [b.weight(node, "out_proj.weight")], "wo_t", perm=[1, 0])
+    if not a["bias"]:
+        b.add("MatMul", [merged, wo], outs)
+        return
+    b.add("Add", [b.add("MatMul", [merged, wo], "out"), b.weight(node, "out_proj.bias")], outs)
+
+
+@emitter("matmul")
+def _matmul(b, node, ins, outs):
+    b.add("MatMul", ins, outs)
+
+
+@emitter("reshape")
+def _reshape(b, node, ins, outs):
+    shape = list(node.attrs["shape"])
+    if not node.attrs["like"] or 0 not in shape:
+        b.add("Reshape", [ins[0], b.ints(shape)], outs)
+        return
+    parts = [b.shape_dims(ins[1], i, i + 1, "size") if s == 0 else b.ints([s]) for i, s in enumerate(shape)]
+    b.add("Reshape", [ins[0], b.add("Concat", parts, "shape", axis=0) if len(parts) > 1 else parts[0]], outs)
+
+
+@emitter("permute")
+def _permute(b, node, ins, outs):
+    b.add("Transpose", ins, outs, perm=list(node.attrs["dims"]))
+
+
+@emitter("transpose")
+def _transpose(b, node, ins, outs):
+    perm = list(range(node.inputs[0].rank))
+    i, j = node.attrs["dim0"], node.attrs["dim1"]
+    perm[i], perm[j] = perm[j], perm[i]
+    b.add("Transpose", ins, outs, perm=perm)
+
+
+@emitter("expand")
+def _expand(b, node, ins, outs):
+    t, like = ins
+    dims = node.attrs["dims"]
+    parts = [b.shape_dims(like, i, i + 1, "size") if i in dims else b.ints([1])
+             for i in range(node.inputs[0].rank)]
+    shape = b.add("Concat", parts, "expand_shape", axis=0) if len(parts) > 1 else parts[0]
+    b.add("Expand", [t, shape], outs)
+
+
+@emitter("select")
+def _select(b, node, ins, outs):
+    b.add("Gather", [ins[0], b.ints(node.attrs["index"], "index")], outs, axis=node.attrs["dim"])
+
+
+@emitter("mean", "amax")
+def _reduce(b, node, ins, outs):
+    op = "ReduceMean" if node.op == "mean" else "ReduceMax"
+    reduce(b, op, ins[0], node.attrs["dims"], keepdims=int(node.attrs["keepdim"]), out=outs)

@@ -187,3 +187,59 @@ def center_crop(x, like):
 EMITTERS["parameter"] = TorchEmitter(
     lambda n, ins, m: m,
     lambda n: f"nn.Parameter(torch.zeros({', '.join(map(str, n.attrs['shape']))}))")
+
+
+# ---- attention, shape functions, reductions ------------------------------------------------
+def _ln_module(n):
+    a = n.attrs
+    kw = {}
+    if a["eps"] != 1e-5:
+        kw["eps"] = a["eps"]
+    if not a["elementwise_affine"]:
+        kw["elementwise_affine"] = False
+    return f"nn.LayerNorm({a['normalized_shape']}" + (", " + _kw(**kw) if kw else "") + ")"
+
+
+def _mha_module(n):
+    a = n.attrs
+    kw = {}
+    if a["dropout"]:
+        kw["dropout"] = a["dropout"]
+    if not a["bias"]:
+        kw["bias"] = False
+    kw["batch_first"] = True
+    return f"nn.MultiheadAttention({a['embed_dim']}, {a['num_heads']}, {_kw(**kw)})"
+
+
+def _mha_call(n, ins, m):
+    q, k, v = ins if len(ins) == 3 else ins * 3
+    return f"{m}({q}, {k}, {v}, need_weights=False)[0]"
+
+
+def _reshape_call(n, ins, m):
+    x, src = ins[0], ins[-1]
+    parts = [f"{src}.shape[{i}]" if s == 0 else str(s) for i, s in enumerate(n.attrs["shape"])]
+    return f"{x}.reshape({', '.join(parts)})"
+
+
+def _expand_call(n, ins, m):
+    t, like = ins
+    sizes = [f"{like}.shape[{i}]" if i in n.attrs["dims"] else "-1" for i in range(n.inputs[0].rank)]
+    return f"{t}.expand({', '.join(sizes)})"
+
+
+def _reduce_call(fn):
+    return lambda n, ins, m: f"{ins[0]}.{fn}({tuple(n.attrs['dims'])!r}, keepdim={n.attrs['keepdim']!r})"
+
+
+EMITTERS["LayerNorm"] = TorchEmitter(_first, _ln_module)
+EMITTERS["MultiheadAttention"] = TorchEmitter(_mha_call, _mha_module)
+EMITTERS["matmul"] = TorchEmitter(lambda n, ins, m: f"torch.matmul({ins[0]}, {ins[1]})")
+EMITTERS["reshape"] = TorchEmitter(_reshape_call)
+EMITTERS["permute"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}.permute({', '.join(map(str, n.attrs['dims']))})")
+EMITTERS["transpose"] = TorchEmitter(
+    lambda n, ins, m: f"{ins[0]}.transpose({n.attrs['dim0']}, {n.attrs['dim1']})")
+EMITTERS["expand"] = TorchEmitter(_expand_call)
+EMITTERS["select"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}.select({n.attrs['dim']}, {n.attrs['index']})")
+EMITTERS["mean"] = TorchEmitter(_reduce_call("mean"))
+EMITTERS["amax"] = TorchEmitter(_reduce_call("amax"))
