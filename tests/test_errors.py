@@ -54,6 +54,9 @@ CASES = [
     ("arrow at statement start", "block B(c: int) {\n  Conv2d(c, 3) -> ReLU\n}\n", "2:16",
      "unexpected '->'; a statement cannot continue with '->': the layer statements of a body already "
      "form a chain (put each layer on its own), or bind the pipeline: y = x -> A -> B", E.ParseError),
+    ("block inputs without parameter list", "block B (x) -> y { y = x -> ReLU }\n", "1:13",
+     "unexpected '->' (expected '(' or '{'); a block with named inputs lists its parameters first, "
+     "even when it has none: block B() (x) -> y { ... }", E.ParseError),
     ("invalid escape", net('output y = x -> Linear(len("a\\qb"))'), "2:28",
      "invalid string literal: invalid escape sequence '\\q'", E.ParseError),
     ("NUL in string", net('output y = x -> Linear(len("a\0b"))'), "2:28",

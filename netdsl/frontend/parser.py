@@ -127,6 +127,10 @@ def _syntax_error(e: UnexpectedInput, source: Source) -> ParseError:
         if tok == "->" and {"RETURN", "INPUT"} & set(e.accepts or e.expected or ()):
             msg += ("; a statement cannot continue with '->': the layer statements of a body already "
                     "form a chain (put each layer on its own), or bind the pipeline: y = x -> A -> B")
+        if tok == "->" and {"LPAR", "LBRACE"} <= set(e.accepts or e.expected or ()) \
+                and "RETURN" not in set(e.accepts or e.expected or ()):
+            msg += ("; a block with named inputs lists its parameters first, even when it has none: "
+                    "block B() (x) -> y { ... }")
         if tok.type in ("IF", "ELSE"):
             msg += "; a conditional expression at statement level needs brackets: x = (a if c else b)"
     end = col + 1
