@@ -488,3 +488,13 @@ def test_input_makes_a_symbolic_network_concrete(tmp_path):
     r = netdsl("run", str(f), "--input", "x=1x3x4x4", "--repeat", "1")
     assert r.returncode == 0, r.stderr
     assert "  output y: [1, 10] float32" in r.stdout
+
+
+def test_input_on_a_specialised_network_with_list_arguments():
+    # `network VGG16 = VGG([[3, 3], ...])`: --input resolves the alias before elaborating
+    r = netdsl("summary", str(ROOT / "examples" / "vgg.net"), "--network", "VGG16",
+               "--input", "image=1,3,224,224", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["inputs"] == [{"name": "image", "shape": [1, 3, 224, 224]}]
+    assert s["macs"] == 15_470_264_320

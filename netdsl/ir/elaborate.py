@@ -30,15 +30,20 @@ class Elaborator(ExpressionEvaluator):
     def __init__(self, program: Program):
         self.program = program
         self.ops = all_ops()
+        self._reset()
+
+    def _reset(self):
+        """Per-network state; also what `_resolve_network` needs when called on its own."""
+        self._where: tuple = (None, ())
+        self._steps = 0
+        self._weights: dict = {}
 
     # ---- entry point ----------------------------------------------------------
     def network(self, name: str, overrides: dict | None = None, inputs: dict | None = None,
                 override_spans: dict | None = None) -> Graph:
         """Build the graph of network `name`. `overrides` are parameter values;
         `inputs` maps input names to shapes (tuples of ints) replacing the declared ones."""
-        self._where: tuple = (None, ())
-        self._steps = 0
-        self._weights: dict = {}
+        self._reset()
         # Elaboration recurses along the AST and through block instantiations (64 levels at
         # most, each several frames deep): give it room beyond Python's default of 1000.
         old_limit = sys.getrecursionlimit()
