@@ -1,0 +1,60 @@
+"""examples/resnet.net against torchvision itself: a torchvision model's state_dict loads
+(strictly) into netdsl's module, and the two compute the same logits, in PyTorch and through
+the ONNX model built from the same weights. Skipped where torchvision is not installed."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netdsl
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+ort = pytest.importorskip("onnxruntime")
+
+RESNET_FILE = Path(__file__).resolve().parents[1] / "examples" / "resnet.net"
+RTOL = 1e-4          # max |difference| relative to the largest |logit|
+
+MODELS = {"resnet18": "ResNet18", "resnet50": "ResNet50",
+          "resnext50_32x4d": "ResNeXt50_32x4d", "wide_resnet50_2": "WideResNet50_2"}
+
+
+def _torchvision_model(name, seed):
+    """torchvision's model, randomly initialised (its own init), with random BatchNorm statistics
+    and affine parameters, so that eval mode is really exercised (torchvision starts them at
+    0, 1, 1, 0)."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)(weights=None)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("tv_name", sorted(MODELS))
+def test_torchvision_weights_load_and_agree(tv_name):
+    reference = _torchvision_model(tv_name, seed=0)
+    state = reference.state_dict()
+    net = netdsl.load(RESNET_FILE, network=MODELS[tv_name])
+    assert list(net.state_layout()) == list(state)                 # same keys, same order
+    model = net.to_torch(weights=state).eval()                     # loads strictly
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 96, 96), dtype=np.float32)
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x)).numpy()
+        got = model(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape == (2, 1000)
+    scale = float(np.abs(want).max())
+    assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale   # the logits depend on x
+    assert float(np.abs(got - want).max()) <= RTOL * scale
+
+    proto = net.to_onnx(weights=state)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    del proto
+    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert float(np.abs(onnx_out - want).max()) <= RTOL * scale
