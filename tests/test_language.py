@@ -280,3 +280,19 @@ def test_param_declares_a_learned_tensor_at_the_scope_path():
     assert dict(net.graph.outputs)["o"].shape[1:] == (4, 8)
     with pytest.raises(NetDSLError, match="a param starts from zeros"):
         netdsl.loads("network T { input x: f32[1]\n param p: f32[2] = 3\n output y = x }").graph
+
+
+def test_block_aliases_bind_arguments_and_can_name_layers():
+    g = graph("""
+    block Unit(c: int, act: block = Identity) { conv: Conv2d(c, 1)  act }
+    block LeakyUnit = Unit(act = Leaky)
+    block Leaky = LeakyReLU(0.2)
+    block Wide = LeakyUnit(16)
+    network T { input x: f32[1, 3, 4, 4]
+        output y = x -> a: Unit(4) -> b: LeakyUnit(8) -> c: Wide }""")
+    assert [n.op for n in g.nodes] == ["Conv2d", "Identity", "Conv2d", "LeakyReLU", "Conv2d", "LeakyReLU"]
+    assert [n.path for n in g.nodes][:2] == ["a.conv", "a.identity"]
+    assert g.nodes[3].attrs["negative_slope"] == pytest.approx(0.2)
+    assert shapes(g) == {"y": [1, 16, 4, 4]}
+    with pytest.raises(NetDSLError, match="defined in terms of itself"):
+        graph("block A = B\nblock B = A\nnetwork T { input x: f32[1]\n output y = x -> A }")

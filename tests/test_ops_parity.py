@@ -114,6 +114,7 @@ CASES = [
           ((2, 4, 2, 3, 3), (1, 4, 3, 2, 2))),
     # ---- activations
     chain("relu", "ReLU"),
+    chain("identity", "Identity -> Conv2d(4, 1) -> Identity"),
     chain("leaky-relu", "LeakyReLU"),
     chain("leaky-relu-0.2", "LeakyReLU(0.2)"),
     chain("elu", "ELU"),

@@ -16,7 +16,7 @@ EXTRA = [
     " a, b = (y if not c else z)"
     " output o = concat(a, b, dim = -1) -> g{i + 1}_x{j}: [ for i in range(2) { Conv2d(2 ** -i, 3) } ]"
     " if a.shape[1] >= 3 and b or c { return a, b -> Q } elif d { ReLU } else { for v in [1] { n: X(q = v) } } }",
-    "block B(c) (p, q) -> (r, s) { \"doc\" r = p + q * -q  s = q }\nnetwork A = N(1, k = 2)",
+    "block B(c) (p, q) -> (r, s) { \"doc\" r = p + q * -q  s = q }\nnetwork A = N(1, k = 2)\nblock C = B(2, post = D(r = 1))",
 ]
 
 

@@ -191,6 +191,17 @@ class NetworkAlias(Node):
 
 
 @dataclass
+class BlockAlias(Node):
+    """``block SEBottleneck = Bottleneck(post = SE(16))``: a block with arguments bound."""
+    name: str
+    target: str
+    args: list
+
+
+BLOCKS = (BlockDef, BlockAlias)
+
+
+@dataclass
 class Import(Node):
     path: str
 

@@ -205,6 +205,9 @@ class _ToAST(Transformer_NonRecursive):
         name, params, (doc, body) = c
         return A.NetworkDef(self._span(meta), str(name), params or [], doc, body)
 
+    def block_alias(self, meta, c):
+        return A.BlockAlias(self._span(meta), str(c[0]), str(c[1]), c[2] or [])
+
     def network_alias(self, meta, c):
         return A.NetworkAlias(self._span(meta), str(c[0]), str(c[1]), c[2] or [])
 

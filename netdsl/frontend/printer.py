@@ -14,8 +14,9 @@ def to_source(module: A.Module) -> str:
 def _item(it) -> str:
     if isinstance(it, A.Import):
         return f"import {_str(it.path)}"
-    if isinstance(it, A.NetworkAlias):
-        return f"network {it.name} = {it.target}({_args(it.args)})"
+    if isinstance(it, (A.NetworkAlias, A.BlockAlias)):
+        kind = "network" if isinstance(it, A.NetworkAlias) else "block"
+        return f"{kind} {it.name} = {it.target}({_args(it.args)})"
     params = ", ".join(_param(p) for p in it.params)
     if isinstance(it, A.BlockDef):
         head = f"block {it.name}({params})"

@@ -122,7 +122,7 @@ class Elaborator(ExpressionEvaluator):
             kwargs = {**kw, **kwargs}
             alias_span = alias_span or defn.span
             name = defn.target
-            nets = {k: v for k, v in defn.ns.items() if not isinstance(v, A.BlockDef)}
+            nets = {k: v for k, v in defn.ns.items() if not isinstance(v, A.BLOCKS)}
 
     # ---- finishing ----------------------------------------------------------------
     def _finish(self):

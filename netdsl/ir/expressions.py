@@ -22,16 +22,39 @@ class ExpressionEvaluator:
         defn = frame.ns.get(name)
         if isinstance(defn, A.BlockDef):
             return BlockRef(defn)
+        if isinstance(defn, A.BlockAlias):
+            return self._block_alias(defn, frame)
         spec = self.ops.get(name)
         if spec is not None:
             return OpRef(spec)
         if name in BUILTINS:
             return BUILTINS[name]
-        pool = [k for k, v in frame.ns.items() if isinstance(v, A.BlockDef)] + list(self.ops)
+        pool = [k for k, v in frame.ns.items() if isinstance(v, A.BLOCKS)] + list(self.ops)
         if not callable_only:
             pool += [k for k in frame.env if isinstance(k, str)] + list(BUILTINS)
         what = "layer or block" if callable_only else "name"
         raise NameLookupError(f"unknown {what} '{name}'" + suggest(name, pool), span, frame.trace)
+
+    def _block_alias(self, alias: A.BlockAlias, frame: Frame):
+        """`block B = Target(args)`: Target (a block, alias or layer) with those arguments bound,
+        evaluated in the alias's own file."""
+        resolving = self.__dict__.setdefault("_aliases_resolving", [])
+        if alias.name in resolving:
+            raise NameLookupError(f"block '{alias.name}' is defined in terms of itself", alias.span,
+                                  frame.trace)
+        resolving.append(alias.name)
+        try:
+            inner = Frame({}, frame.mscope, "network", frame.depth, frame.trace)
+            inner.ns = alias.ns
+            target = self._lookup(alias.target, alias.span, inner, callable_only=True)
+            if not isinstance(target, (BlockRef, OpRef)):
+                raise TypeMismatchError(f"block '{alias.name}' must name a block or layer, not "
+                                        f"{_a(type_name(target))}", alias.span, frame.trace)
+            pos, kw = self._eval_args(alias.args, inner)
+        finally:
+            resolving.pop()
+        bound = target.spec if isinstance(target, OpRef) else target.defn
+        return type(target)(bound, tuple(target.args) + tuple(pos), {**target.kwargs, **kw})
 
     def _eval(self, e, frame: Frame):
         m = getattr(self, "_e_" + type(e).__name__)

@@ -37,11 +37,11 @@ class Program:
             else:
                 self._define(ns, own, item)
                 item.ns = ns
-                if main and not isinstance(item, A.BlockDef):
+                if main and not isinstance(item, A.BLOCKS):
                     self.main_networks.append(item.name)
         if main:
-            self.blocks = {k: v for k, v in ns.items() if isinstance(v, A.BlockDef)}
-            self.networks = {k: v for k, v in ns.items() if not isinstance(v, A.BlockDef)}
+            self.blocks = {k: v for k, v in ns.items() if isinstance(v, A.BLOCKS)}
+            self.networks = {k: v for k, v in ns.items() if not isinstance(v, A.BLOCKS)}
         return ns
 
     def add_file(self, path: Path, main: bool, span: Span | None = None) -> dict:
@@ -87,7 +87,7 @@ class Program:
 
     def _define(self, ns: dict, own: set, item):
         from .registry import get
-        what = "block" if isinstance(item, A.BlockDef) else "network"
+        what = "block" if isinstance(item, A.BLOCKS) else "network"
         if get(item.name) is not None:
             raise NameLookupError(f"'{item.name}' is a built-in layer; give the {what} another name",
                                   item.span)

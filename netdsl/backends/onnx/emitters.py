@@ -124,6 +124,7 @@ def _simple(op_type, **fixed):
     return emit
 
 
+EMITTERS["Identity"] = _simple("Identity")
 EMITTERS["ReLU"] = _simple("Relu")
 EMITTERS["Sigmoid"] = _simple("Sigmoid")
 EMITTERS["Tanh"] = _simple("Tanh")

@@ -105,6 +105,7 @@ EMITTERS["LocalResponseNorm"] = TorchEmitter(
 
 
 # ---- activations -----------------------------------------------------------------------
+EMITTERS["Identity"] = TorchEmitter(lambda n, ins, m: ins[0])
 EMITTERS["ReLU"] = TorchEmitter(lambda n, ins, m: f"F.relu({ins[0]})")
 EMITTERS["LeakyReLU"] = TorchEmitter(lambda n, ins, m: f"F.leaky_relu({ins[0]}, {n.attrs['negative_slope']!r})")
 EMITTERS["ELU"] = TorchEmitter(lambda n, ins, m: f"F.elu({ins[0]}, {n.attrs['alpha']!r})")

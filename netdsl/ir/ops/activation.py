@@ -12,6 +12,7 @@ def _act(name, doc, *attrs):
     register(OpSpec(name, doc, _same, tuple(attrs)))
 
 
+_act("Identity", "x unchanged (e.g. the default of a block-typed hook parameter)")
 _act("ReLU", "max(x, 0)")
 _act("LeakyReLU", "x if x > 0 else negative_slope * x", AttrSpec("negative_slope", "float", 0.01))
 _act("ELU", "x if x > 0 else alpha * (exp(x) - 1)", AttrSpec("alpha", "float", 1.0))
