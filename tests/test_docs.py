@@ -33,3 +33,15 @@ def test_layer_reference_lists_every_op():
     table = text[text.index("## 11. Layers"):text.index("## 12.")]
     missing = [op for op in all_ops() if f"`{op}`" not in table and f"`{op}(" not in table]
     assert not missing, missing
+
+
+def test_language_reference_lists_every_std_block():
+    text = (ROOT / "docs" / "language.md").read_text()
+    section = text[text.index("## 13. The standard library"):text.index("## 14.")]
+    blocks = []
+    for f in sorted((ROOT / "netdsl" / "std").glob("*.net")):
+        assert f"`std/{f.name}`" in section
+        blocks += re.findall(r"^block (\w+)", f.read_text(), re.M)
+    assert blocks
+    missing = [b for b in blocks if f"`{b}" not in section]
+    assert not missing, missing
