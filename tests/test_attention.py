@@ -9,17 +9,16 @@ through one ONNX model.
 """
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import netdsl
+from parity_util import RTOL, assert_parity, randomise
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = ROOT / "examples" / "attention.net"
-RTOL = 1e-4
 
 # torchvision 0.29 model docs (num_params), at the constructors' default image_size 224
 TORCHVISION_PARAMS = {"ViT_B_16": 86_567_656, "ViT_B_32": 88_224_232,
@@ -144,25 +143,6 @@ def test_nonlocal_inter_channels():
 
 # ---- torch vs onnxruntime ---------------------------------------------------------------------
 
-def _randomise(model, seed):
-    """Weights under which every part of the output depends on the input (torch's and torchvision's
-    inits zero the class token and ViT's head), and real BatchNorm statistics."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("class_token", "pos_embedding"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            elif p.ndim >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / p[0].numel()) ** 0.5)
-            elif leaf == "weight":                                # BatchNorm / LayerNorm scale
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 SMALL_VIT = dict(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64,
@@ -185,25 +165,5 @@ CASES = [
 def test_torch_and_onnxruntime_agree(network, params, dims, shapes):
     net = netdsl.load(FILE, network=network, **params)
     model = net.to_torch(seed=1).eval()
-    _randomise(model, seed=2)
-    proto = net.to_onnx(weights=model)
-    got_dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-                for i in proto.graph.input]
-    assert got_dims == [dims]                            # one model for both input sizes
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    del proto
-    input_name = sess.get_inputs()[0].name
-
-    rng = np.random.default_rng(3)
-    for shape in shapes:
-        x = rng.standard_normal(shape, dtype=np.float32)
-        with torch.no_grad():
-            want = model(torch.from_numpy(x)).numpy()
-        got = sess.run(None, {input_name: x})[0]
-        assert list(want.shape) == net.summary(inputs=shape)["outputs"][0]["shape"]
-        assert got.shape == want.shape
-        scale = float(np.abs(want).max())
-        if shape[0] > 1:    # the output depends on the input, not only on the last biases
-            assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale
-        err = float(np.abs(got - want).max())
-        assert err <= RTOL * scale, f"{network} {shape}: max error {err:.3g} vs output scale {scale:.3g}"
+    randomise(model, seed=2)
+    assert_parity(net, model, shapes, dims=dims, rtol=RTOL, label=network)

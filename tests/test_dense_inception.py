@@ -8,10 +8,10 @@ netdsl's own output.
 """
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import netdsl
+from parity_util import RTOL, assert_parity, randomise
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSENET_FILE = ROOT / "examples" / "densenet.net"
@@ -270,53 +270,14 @@ PARITY = [("DenseNet121", [(2, 3, 64, 64), (1, 3, 96, 80)]),
           ("DenseNet201", [(2, 3, 32, 32), (1, 3, 48, 40)]),
           ("GoogLeNet", [(2, 3, 64, 64), (1, 3, 96, 80)]),
           ("InceptionV3", [(2, 3, 75, 75), (1, 3, 107, 91)])]
-RTOL = 1e-4          # max |torch - onnxruntime| relative to the largest |output|
 
 
-def _randomise(model, seed):
-    """He-normal weights and non-trivial BatchNorm statistics (as in test_example_parity.py), so
-    that the logits depend on the input and eval-mode BatchNorm is really exercised."""
-    torch = pytest.importorskip("torch")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                w = m.weight
-                w.copy_(torch.randn(w.shape, generator=g) * (2.0 / w[0].numel()) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
 
 
 @pytest.mark.parametrize("name, shapes", PARITY, ids=[p[0] for p in PARITY])
 def test_torch_and_onnxruntime_agree(name, shapes):
-    torch = pytest.importorskip("torch")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
     net = load(name)
     model = net.to_torch(seed=1).eval()
-    _randomise(model, seed=2)
-
-    proto = net.to_onnx(weights=model)
-    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in proto.graph.input]
-    assert dims == [["N", 3, "H", "W"]]                   # one model for both input sizes
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    del proto
-    input_name = sess.get_inputs()[0].name
-
-    rng = np.random.default_rng(3)
-    for shape in shapes:
-        x = rng.standard_normal(shape, dtype=np.float32)
-        with torch.no_grad():
-            want = model(torch.from_numpy(x)).numpy()
-        got = sess.run(None, {input_name: x})[0]
-        assert list(want.shape) == [shape[0], 1000] and got.shape == want.shape
-        scale = float(np.abs(want).max())
-        if shape[0] > 1:    # the output depends on the input, not only on the last biases
-            assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale
-        err = float(np.abs(got - want).max())
-        assert err <= RTOL * scale, f"{name} {shape}: max error {err:.3g} vs output scale {scale:.3g}"
+    randomise(model, seed=2)
+    assert_parity(net, model, shapes, dims=["N", 3, "H", "W"], rtol=RTOL, label=name)

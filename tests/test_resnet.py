@@ -8,10 +8,10 @@ same weights, at two input sizes through one ONNX model with symbolic N, H and W
 """
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import netdsl
+from parity_util import assert_parity, randomise
 
 ROOT = Path(__file__).resolve().parents[1]
 RESNET_FILE = ROOT / "examples" / "resnet.net"
@@ -231,23 +231,12 @@ def _randomise(model, seed, calibrate=False):
     ill-conditioned that float32 rounding alone (torch's as much as onnxruntime's, both ~1.5e-4
     of the output off a float64 run; ~2e-5 calibrated) exceeds the tolerance."""
     import torch
+    randomise(model, seed)
+    if not calibrate:
+        return
     g = torch.Generator().manual_seed(seed)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                w = m.weight
-                w.copy_(torch.randn(w.shape, generator=g) * (2.0 / w[0].numel()) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        for m in bns:
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        if not calibrate:
-            return
-
         def measure(m, inputs):                     # the statistics a train-mode pass records
             var, mean = torch.var_mean(inputs[0], dim=(0, 2, 3))
             m.running_mean.copy_(mean)
@@ -281,28 +270,8 @@ PARITY = {
 
 @pytest.mark.parametrize("name", sorted(PARITY))
 def test_torch_and_onnxruntime_agree(name):
-    torch = pytest.importorskip("torch")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
     net = load(name, **PARITY[name])
     model = net.to_torch(seed=1).eval()
     _randomise(model, seed=2, calibrate=name.startswith("SE"))
-    proto = net.to_onnx(weights=model)
-    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
-            for i in proto.graph.input]
-    assert dims == [["N", 3, "H", "W"]]                      # one model for both sizes
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    del proto
-    input_name = sess.get_inputs()[0].name
-    rng = np.random.default_rng(3)
-    for shape in [(2, 3, 64, 64), (1, 3, 96, 80)]:
-        x = rng.standard_normal(shape, dtype=np.float32)
-        with torch.no_grad():
-            want = model(torch.from_numpy(x)).numpy()
-        got = sess.run(None, {input_name: x})[0]
-        assert list(want.shape) == net.summary(inputs=shape)["outputs"][0]["shape"]
-        assert got.shape == want.shape
-        scale = float(np.abs(want).max())
-        if shape[0] > 1:    # the output depends on the input, not only on fc's bias
-            assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale
-        err = float(np.abs(got - want).max())
-        assert err <= 1e-4 * scale, f"{name} {shape}: max error {err:.3g} vs output scale {scale:.3g}"
+    assert_parity(net, model, [(2, 3, 64, 64), (1, 3, 96, 80)], dims=["N", 3, "H", "W"], label=name)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import netdsl
+from parity_util import randomise
 
 torch = pytest.importorskip("torch")
 models = pytest.importorskip("torchvision.models")
@@ -33,27 +34,6 @@ CASES = [
 ]
 
 
-def _randomise(model, seed):
-    """Re-draw torchvision's random init so that the comparison tests something.
-
-    googlenet's and inception_v3's init_weights draw every weight from a truncated normal with
-    std 0.01 (0.1 for inception_v3): the signal dies within a few layers and the logits no longer
-    depend on the input. He-normal weights keep its scale. BatchNorm starts with running_mean = 0,
-    running_var = 1, weight = 1, bias = 0, nearly the identity in eval mode: give it real
-    statistics and affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                w = m.weight
-                w.copy_(torch.randn(w.shape, generator=g) * (2.0 / w[0].numel()) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
 
 
 @pytest.mark.parametrize("make, file, network, shape", CASES)
@@ -61,7 +41,9 @@ def test_torchvision_weights_give_the_same_logits(make, file, network, shape):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     tv = make().eval()
-    _randomise(tv, seed=1)
+    # googlenet's and inception_v3's init_weights draw every weight with std 0.01 (0.1): the
+    # signal dies within a few layers and the logits no longer depend on the input
+    randomise(tv, seed=1)
     state = tv.state_dict()
 
     net = netdsl.load(ROOT / "examples" / file, network=network)

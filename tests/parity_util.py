@@ -1,0 +1,68 @@
+"""Shared by the example-network parity tests: weights under which a comparison tests
+something, and the torch-vs-onnxruntime check itself."""
+from __future__ import annotations
+
+import numpy as np
+
+RTOL = 1e-4      # max |torch - onnxruntime| relative to the largest |output|
+
+
+def randomise(model, seed: int) -> None:
+    """He-normal weights, small random biases, random norm scales and BatchNorm statistics.
+
+    torch's default init shrinks activations layer by layer (a deep VGG's logits are then its
+    last biases plus ~1e-7 of signal), torchvision zeroes ViT's class token and head, and fresh
+    BatchNorm is nearly the identity in eval mode: comparing outputs under those would test
+    little. Matrices (ndim >= 2) get He-normal values scaled by their fan-in (a transposed
+    conv's is its input channels), learned tokens and embeddings N(0, 0.25), norm scales
+    U(0.5, 1.5), other vectors N(0, 0.01)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    transposed = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("class_token", "pos_embedding"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif p.ndim >= 2:
+                fan_in = p.shape[0] if id(p) in transposed else p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            elif leaf == "weight":                                  # BatchNorm / LayerNorm scale
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def assert_parity(net, model, shapes, dims=None, rtol: float = RTOL, label: str = "") -> None:
+    """One ONNX model from `model`'s weights agrees with `model` (eval) at every input shape.
+
+    dims: the ONNX input's expected dims (dim_params where symbolic), so that one file is known
+    to serve all the shapes. A batch of two must give two different outputs: the output really
+    depends on the input."""
+    import onnxruntime as ort
+    import torch
+    proto = net.to_onnx(weights=model)
+    if dims is not None:
+        got = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+               for i in proto.graph.input]
+        assert got == [list(dims)]
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    del proto
+    input_name = sess.get_inputs()[0].name
+    rng = np.random.default_rng(3)
+    for shape in shapes:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        got = sess.run(None, {input_name: x})[0]
+        assert list(want.shape) == net.summary(inputs=shape)["outputs"][0]["shape"]
+        assert got.shape == want.shape
+        scale = float(np.abs(want).max())
+        if shape[0] > 1:
+            assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale
+        err = float(np.abs(got - want).max())
+        assert err <= rtol * scale, f"{label} {shape}: max error {err:.3g} vs output scale {scale:.3g}"
