@@ -62,11 +62,11 @@ def _mha_params(a, shapes, ctx):
 
 
 def _mha_macs(a, shapes, outs):
+    # per sample, as every op counts: q and output projections over L query tokens, k and v over S
     e = a["embed_dim"]
-    q, kv = shapes[0], shapes[-1]
-    nl, ns = D.mul(q[0], q[1]), D.mul(kv[0], kv[1])
-    proj = D.mul(D.add(D.mul(nl, 2), D.mul(ns, 2)), e * e)        # q, k, v and output projections
-    attn = D.mul(D.mul(nl, kv[1]), 2 * e)                          # q k^T and attn v
+    nl, ns = shapes[0][1], shapes[-1][1]
+    proj = D.mul(D.add(D.mul(nl, 2), D.mul(ns, 2)), e * e)
+    attn = D.mul(D.mul(nl, ns), 2 * e)                              # q k^T and attn v
     return D.add(proj, attn)
 
 
@@ -93,9 +93,11 @@ def _infer_matmul(a, shapes, ctx):
 
 
 def _matmul_macs(a, shapes, outs):
+    # per sample: a leading batch dim (rank >= 3) is not counted, as for every other op
     k = shapes[0][-1]
+    out = outs[0][1:] if len(outs[0]) >= 3 else outs[0]
     n = 1
-    for d in outs[0]:
+    for d in out:
         n = D.mul(n, d)
     return D.mul(n, k)
 
