@@ -157,6 +157,7 @@ class Elaborator(ExpressionEvaluator):
         out_names = {id(v): n for n, v in reversed(g.outputs)}
         for n in g.nodes:
             for i, v in enumerate(n.outputs):
+                v.named = id(v) in out_names or id(v) in self.hints
                 if id(v) in out_names and out_names[id(v)] not in used:
                     v.name = out_names[id(v)]
                     used.add(v.name)

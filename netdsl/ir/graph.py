@@ -19,6 +19,7 @@ class Value:
     shape: tuple                   # tuple of Dim
     dtype: str = "float32"
     producer: "Node | None" = field(default=None, repr=False)
+    named: bool = False            # the spec named it (an assignment, input or output)
 
     @property
     def rank(self) -> int:

@@ -36,27 +36,35 @@ class Tiny(nn.Module):
         self.fc = nn.Linear(4, 1)
 
     def forward(self, image):
-        enc_conv1 = self.enc.conv1(image)  # enc.conv1: [N, 4, H, W]
-        enc_bn1 = self.enc.bn1(enc_conv1)  # enc.bn1: [N, 4, H, W]
-        enc_relu = F.relu(enc_bn1)  # enc.relu: [N, 4, H, W]
-        enc_conv2 = self.enc.conv2(enc_relu)  # enc.conv2: [N, 4, H, W]
-        skip = F.relu(enc_conv2)  # enc.relu_1: [N, 4, H, W]
-        max_pool2d = F.max_pool2d(skip, kernel_size=2)  # max_pool2d: [N, 4, H // 2, W // 2]
-        mid_conv1 = self.mid.conv1(max_pool2d)  # mid.conv1: [N, 8, H // 2, W // 2]
-        mid_bn1 = self.mid.bn1(mid_conv1)  # mid.bn1: [N, 8, H // 2, W // 2]
-        mid_relu = F.relu(mid_bn1)  # mid.relu: [N, 8, H // 2, W // 2]
-        mid_conv2 = self.mid.conv2(mid_relu)  # mid.conv2: [N, 8, H // 2, W // 2]
-        mid_relu_1 = F.relu(mid_conv2)  # mid.relu_1: [N, 8, H // 2, W // 2]
-        deep = self.up(mid_relu_1)  # up: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        center_crop_ = center_crop(skip, deep)  # center_crop: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        fused = torch.cat([center_crop_, deep], dim=1)  # concat: [N, 8, 2 * (H // 2), 2 * (W // 2)]
-        dec_conv1 = self.dec.conv1(fused)  # dec.conv1: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        dec_bn1 = self.dec.bn1(dec_conv1)  # dec.bn1: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        dec_relu = F.relu(dec_bn1)  # dec.relu: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        dec_conv2 = self.dec.conv2(dec_relu)  # dec.conv2: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        dec_relu_1 = F.relu(dec_conv2)  # dec.relu_1: [N, 4, 2 * (H // 2), 2 * (W // 2)]
-        mask = self.head(dec_relu_1)  # head: [N, 2, 2 * (H // 2), 2 * (W // 2)]
-        global_avg_pool2d = deep.mean((2, 3), keepdim=True)  # global_avg_pool2d: [N, 4, 1, 1]
-        flatten = torch.flatten(global_avg_pool2d, 1, 3)  # flatten: [N, 4]
-        score = self.fc(flatten)  # fc: [N, 1]
+        h = self.enc.conv1(image)  # enc.conv1: [N, 4, H, W]
+        h = self.enc.bn1(h)  # enc.bn1: [N, 4, H, W]
+        h = F.relu(h, inplace=True)  # enc.relu: [N, 4, H, W]
+        h = self.enc.conv2(h)  # enc.conv2: [N, 4, H, W]
+        skip = F.relu(h, inplace=True)  # enc.relu_1: [N, 4, H, W]
+        del h
+        h = F.max_pool2d(skip, kernel_size=2)  # max_pool2d: [N, 4, H // 2, W // 2]
+        h = self.mid.conv1(h)  # mid.conv1: [N, 8, H // 2, W // 2]
+        h = self.mid.bn1(h)  # mid.bn1: [N, 8, H // 2, W // 2]
+        h = F.relu(h, inplace=True)  # mid.relu: [N, 8, H // 2, W // 2]
+        h = self.mid.conv2(h)  # mid.conv2: [N, 8, H // 2, W // 2]
+        h = F.relu(h, inplace=True)  # mid.relu_1: [N, 8, H // 2, W // 2]
+        deep = self.up(h)  # up: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        del h
+        h = center_crop(skip, deep)  # center_crop: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        del skip
+        fused = torch.cat([h, deep], dim=1)  # concat: [N, 8, 2 * (H // 2), 2 * (W // 2)]
+        del h
+        h = self.dec.conv1(fused)  # dec.conv1: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        del fused
+        h = self.dec.bn1(h)  # dec.bn1: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        h = F.relu(h, inplace=True)  # dec.relu: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        h = self.dec.conv2(h)  # dec.conv2: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        h = F.relu(h, inplace=True)  # dec.relu_1: [N, 4, 2 * (H // 2), 2 * (W // 2)]
+        mask = self.head(h)  # head: [N, 2, 2 * (H // 2), 2 * (W // 2)]
+        del h
+        h = deep.mean((2, 3), keepdim=True)  # global_avg_pool2d: [N, 4, 1, 1]
+        del deep
+        h = torch.flatten(h, 1, 3)  # flatten: [N, 4]
+        score = self.fc(h)  # fc: [N, 1]
+        del h
         return (mask, score)

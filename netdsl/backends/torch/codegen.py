@@ -59,6 +59,87 @@ def _local_names(graph: Graph, helpers: list) -> dict:
     return out
 
 
+# ops whose backward needs neither their output nor (so) the value a following in-place op
+# overwrites; an in-place ReLU after them is what torchvision's modules do
+_OVERWRITABLE_AFTER = frozenset({"Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
+                                 "Linear", "add"})
+
+
+def _unique(values) -> list:
+    seen, out = set(), []
+    for v in values:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+def _uses(graph: Graph):
+    """{value id: index of the last node reading it} (not for graph outputs, which live on),
+    and {value id: number of reads}."""
+    last, count = {}, {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last[id(v)] = i
+            count[id(v)] = count.get(id(v), 0) + 1
+    for _, v in graph.outputs:
+        last.pop(id(v), None)
+    for v in graph.inputs:
+        last.pop(id(v), None)
+    return last, count
+
+
+def _may_overwrite(n, uses, graph: Graph) -> bool:
+    """Whether node n may compute in place on its single input."""
+    (v,) = n.inputs if len(n.inputs) == 1 else (None,)
+    if v is None or v.producer is None or v.producer.op not in _OVERWRITABLE_AFTER:
+        return False
+    return uses.get(id(v)) == 1 and all(v is not o for _, o in graph.outputs)
+
+
+def _forward_body(graph: Graph, local: dict, refs: dict) -> list:
+    """The statements of forward().
+
+    Values the spec named keep their names; the others share a few temporaries (h, h_1, ...)
+    handed out again as soon as a value is dead, and dead values are deleted, so memory is
+    released as in hand-written code (torchvision's `x = ...; x = ...`)."""
+    last_use, uses = _uses(graph)
+    taken = set(local.values())
+    free: list = []
+    fresh = (f"h_{k}" if k else "h" for k in __import__("itertools").count())
+    name_of = {id(v): local[id(v)] for v in graph.inputs}
+    temp: set = set()
+    outputs = {id(v) for _, v in graph.outputs}
+    body = []
+    for i, n in enumerate(graph.nodes):
+        ins = [name_of[id(v)] for v in n.inputs]
+        em = EMITTERS[n.op]
+        emit = em.inplace if em.inplace and _may_overwrite(n, uses, graph) else em.call
+        expr = emit(n, ins, refs.get(id(n)))
+        dying = [v for v in _unique(n.inputs) if last_use.get(id(v)) == i]
+        free += sorted((name_of[id(v)] for v in dying if name_of[id(v)] in temp), key=_temp_order)
+        new = []
+        for v in n.outputs:
+            if v.named or id(v) in outputs or id(v) not in last_use:
+                name = local[id(v)]
+            else:
+                name = free.pop(0) if free else next(x for x in fresh if x not in taken)
+                temp.add(name)
+            name_of[id(v)] = name
+            new.append(name)
+        shapes = "; ".join(D.fmt_shape(v.shape) for v in n.outputs)
+        body.append(f"{', '.join(new)} = {expr}  # {n.path}: {shapes}")
+        dead = [name_of[id(v)] for v in dying if name_of[id(v)] not in new]
+        free = [t for t in free if t not in new]
+        if dead:
+            body.append(f"del {', '.join(dead)}")
+    return body
+
+
+def _temp_order(name: str):
+    return (0, 0) if name == "h" else (1, int(name[2:]))
+
+
 def generate_source(graph: Graph) -> str:
     missing = sorted({n.op for n in graph.nodes if n.op not in EMITTERS})
     if missing:
@@ -86,13 +167,7 @@ def generate_source(graph: Graph) -> str:
 
     local = _local_names(graph, helpers)
     args = ", ".join(local[id(v)] for v in graph.inputs)
-    body: list[str] = []
-    for n in graph.nodes:
-        ins = [local[id(v)] for v in n.inputs]
-        expr = EMITTERS[n.op].call(n, ins, refs.get(id(n)))
-        outs = ", ".join(local[id(v)] for v in n.outputs)
-        shapes = "; ".join(D.fmt_shape(v.shape) for v in n.outputs)
-        body.append(f"{outs} = {expr}  # {n.path}: {shapes}")
+    body = _forward_body(graph, local, refs)
     outs = [local[id(v)] for _, v in graph.outputs]
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
 

@@ -18,6 +18,7 @@ class TorchEmitter:
     call: Callable[[Node, list, str], str]        # (node, input exprs, module ref) -> expression
     module: Callable[[Node], str] | None = None   # (node) -> constructor expression
     helpers: tuple = ()
+    inplace: Callable[[Node, list, str], str] | None = None   # the same, overwriting its input
 
 
 def _kw(**kw) -> str:
@@ -106,7 +107,8 @@ EMITTERS["LocalResponseNorm"] = TorchEmitter(
 
 # ---- activations -----------------------------------------------------------------------
 EMITTERS["Identity"] = TorchEmitter(lambda n, ins, m: ins[0])
-EMITTERS["ReLU"] = TorchEmitter(lambda n, ins, m: f"F.relu({ins[0]})")
+EMITTERS["ReLU"] = TorchEmitter(lambda n, ins, m: f"F.relu({ins[0]})",
+                                inplace=lambda n, ins, m: f"F.relu({ins[0]}, inplace=True)")
 EMITTERS["LeakyReLU"] = TorchEmitter(lambda n, ins, m: f"F.leaky_relu({ins[0]}, {n.attrs['negative_slope']!r})")
 EMITTERS["ELU"] = TorchEmitter(lambda n, ins, m: f"F.elu({ins[0]}, {n.attrs['alpha']!r})")
 EMITTERS["GELU"] = TorchEmitter(
