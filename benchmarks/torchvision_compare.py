@@ -39,17 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
+from compile_speed import best  # noqa: E402  (this script's directory is on sys.path)
 CASES = [("resnet50", "ResNet-50", ROOT / "examples" / "resnet.net", "ResNet50"),
          ("vit_b_16", "ViT-B/16", ROOT / "examples" / "attention.net", "ViT_B_16")]
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def interleaved_medians(fa, fb, runs: int, warmup: int) -> tuple[float, float]:

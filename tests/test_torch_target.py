@@ -42,7 +42,7 @@ def net():
 
 def test_source_matches_golden(net):
     source = net.torch_source()
-    golden = GOLDEN / "tiny_torch.py"
+    golden = GOLDEN / "tiny_torch.py.txt"
     if os.environ.get("NETDSL_UPDATE_GOLDEN"):
         golden.write_text(source)
     assert source == golden.read_text()
