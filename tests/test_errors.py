@@ -90,7 +90,7 @@ CASES = [
      "3:13", "the name 'c' is already used in this scope (first used at t.net:2:13)", E.NameLookupError),
     ("block defined twice", "block B(c: int) { ReLU }\nblock B(c: int) { Tanh }\n" + net("output y = x"),
      "2:1", "'B' is already defined at t.net:1:1", E.NameLookupError),
-    ("block without parentheses", "block ReLU { Tanh }", "1:12", "unexpected '{' (expected '(')", E.ParseError),
+    ("block without parentheses", "block ReLU { Tanh }", "1:12", "unexpected '{' (expected '(' or '=')", E.ParseError),
     ("block shadowing a layer", "block ReLU() { Tanh }\n" + net("output y = x"), "1:1",
      "'ReLU' is a built-in layer; give the block another name", E.NameLookupError),
     ("parameter declared twice", "network T(a: int = 1, a: int = 2) { input x: f32[1] output y = x }", "1:23",
