@@ -130,12 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--target", "-t", choices=("onnx", "torch"), required=True, help="what to generate")
     k.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="output file ('-' for standard output)")
-    k.add_argument("--opset", type=_int, default=17, metavar="N", help="ONNX opset version (default 17)")
-    k.add_argument("--seed", type=_int, default=0, metavar="N",
-                   help="seed of the deterministic random weights (default 0)")
-    k.add_argument("--weights", metavar="FILE",
-                   help="weights for --target onnx: a .npz archive or a torch state_dict (.pt/.pth) "
-                        "keyed by parameter path")
+    _model_options(k, seed_help="seed of the deterministic random weights (default 0)",
+                   weights_help="weights for --target onnx: a .npz archive or a torch state_dict "
+                                "(.pt/.pth) keyed by parameter path")
 
     r = sub.add_parser(
         "run", help="run a spec or an .onnx model on random input with onnxruntime",
@@ -151,11 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
                    help="timed runs; the median is reported (default: 10, or fewer, but at least 3, "
                         "when they take over 2 s together)")
-    r.add_argument("--opset", type=_int, default=17, metavar="N", help="ONNX opset version (default 17)")
-    r.add_argument("--seed", type=_int, default=0, metavar="N",
-                   help="seed of the random weights and the random input (default 0)")
-    r.add_argument("--weights", metavar="FILE", help="weights: a .npz archive or a torch .pt state_dict")
+    _model_options(r, seed_help="seed of the random weights and the random input (default 0)",
+                   weights_help="weights: a .npz archive or a torch .pt state_dict")
     return p
+
+
+def _model_options(parser: argparse.ArgumentParser, seed_help: str, weights_help: str):
+    """--opset, --seed and --weights, shared by compile and run."""
+    parser.add_argument("--opset", type=_int, default=17, metavar="N",
+                        help="ONNX opset version (default 17)")
+    parser.add_argument("--seed", type=_int, default=0, metavar="N", help=seed_help)
+    parser.add_argument("--weights", metavar="FILE", help=weights_help)
 
 
 # ---- entry point -----------------------------------------------------------------------

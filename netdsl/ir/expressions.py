@@ -53,8 +53,7 @@ class ExpressionEvaluator:
             pos, kw = self._eval_args(alias.args, inner)
         finally:
             resolving.pop()
-        bound = target.spec if isinstance(target, OpRef) else target.defn
-        return type(target)(bound, tuple(target.args) + tuple(pos), {**target.kwargs, **kw})
+        return target.bind(pos, kw)
 
     def _eval(self, e, frame: Frame):
         m = getattr(self, "_e_" + type(e).__name__)
@@ -229,9 +228,7 @@ class ExpressionEvaluator:
                 return self._call(fn, rest, kw, inputs, None, e.span, frame)
             if isinstance(fn, OpRef) and fn.spec.function:
                 raise TypeMismatchError(f"{fn.spec.name}() needs tensor arguments first", e.span, frame.trace)
-            cls = type(fn)
-            target = fn.spec if isinstance(fn, OpRef) else fn.defn
-            return cls(target, tuple(fn.args) + tuple(rest), {**fn.kwargs, **kw})
+            return fn.bind(rest, kw)
         raise TypeMismatchError(f"{_a(type_name(fn))} cannot be called", e.span, frame.trace)
 
     def _e_Index(self, e: A.Index, frame):

@@ -2,7 +2,7 @@
 and the guards that keep a spec from building absurdly large numbers, lists or sizes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import TypeMismatchError, ValueRangeError
 from ..frontend import ast as A
@@ -25,8 +25,15 @@ PARAM_TYPES = ("int", "float", "bool", "str", "list", "block", "any")
 DTYPES = {"f32": "float32"}
 
 
+class _Bindable:
+    """A layer or block value that can take more arguments before it is applied."""
+
+    def bind(self, pos, kw: dict):
+        return replace(self, args=tuple(self.args) + tuple(pos), kwargs={**self.kwargs, **kw})
+
+
 @dataclass
-class BlockRef:
+class BlockRef(_Bindable):
     """A block as a value, possibly with some arguments already bound."""
     defn: A.BlockDef
     args: tuple = ()
@@ -35,7 +42,7 @@ class BlockRef:
 
 
 @dataclass
-class OpRef:
+class OpRef(_Bindable):
     """A built-in layer as a value, possibly with some arguments already bound."""
     spec: OpSpec
     args: tuple = ()
