@@ -1,154 +1,134 @@
-"""AST node classes. Every node carries the span of the text it came from."""
+"""AST node classes. Every node carries the span of the text it came from.
+
+They behave as dataclasses would (an __init__ taking the fields in order, __eq__ comparing
+every field but the span, __repr__ without the span, unhashable), but their methods are
+generated together by `_define_methods` below, in one compile: `@dataclass` took about
+20 ms of every `netdsl` start for these ~30 classes.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from ..errors import Span
 
 
-@dataclass
 class Node:
-    span: Span = field(repr=False, compare=False)
+    span: Span
 
 
 # ---- expressions -------------------------------------------------------------
-@dataclass
 class Var(Node):
     name: str
 
 
-@dataclass
 class Lit(Node):
     value: Any
 
 
-@dataclass
 class ListLit(Node):
     items: list
 
 
-@dataclass
 class TupleLit(Node):
     items: list
 
 
-@dataclass
 class BinOp(Node):
     op: str        # + - * / // % ** == != < <= > >= and or
     left: Any
     right: Any
 
 
-@dataclass
 class UnaryOp(Node):
     op: str        # - + not
     operand: Any
 
 
-@dataclass
 class CondExpr(Node):
     cond: Any
     then: Any
     orelse: Any
 
 
-@dataclass
 class Arg(Node):
     name: Optional[str]   # None for positional
     value: Any
 
 
-@dataclass
 class Call(Node):
     func: Any
     args: list
 
 
-@dataclass
 class Index(Node):
     obj: Any
     index: Any
 
 
-@dataclass
 class Attr(Node):
     obj: Any
     name: str
 
 
-@dataclass
 class NameTemplate(Node):
     parts: list           # str pieces and expressions, e.g. ["layer", <i + 1>]
 
 
-@dataclass
 class Callee(Node):
     name: str
     args: Optional[list]  # None: written without parentheses
 
 
-@dataclass
 class Group(Node):
     body: list
 
 
-@dataclass
 class Stage(Node):
     label: Optional[NameTemplate]
     target: Union[Callee, Group]
 
 
-@dataclass
 class Pipeline(Node):
     head: Any
     stages: list
 
 
 # ---- statements --------------------------------------------------------------
-@dataclass
 class LayerStmt(Node):
     stage: Stage
 
 
-@dataclass
 class Assign(Node):
     names: list
     value: Any
 
 
-@dataclass
 class If(Node):
     branches: list        # [(cond, body)]
     orelse: Optional[list]
 
 
-@dataclass
 class For(Node):
     var: str
     iterable: Any
     body: list
 
 
-@dataclass
 class Return(Node):
     values: list
 
 
-@dataclass
 class InputDecl(Node):
     name: str
     dtype: str
     dims: list
 
 
-@dataclass
 class OutputDecl(Node):
     name: str
     value: Any            # None: output an existing tensor of that name
 
 
-@dataclass
 class ParamDecl(Node):
     """A learned tensor: ``param class_token: f32[1, 1, 768] = zeros()``."""
     label: NameTemplate
@@ -158,14 +138,12 @@ class ParamDecl(Node):
 
 
 # ---- definitions -------------------------------------------------------------
-@dataclass
 class Param(Node):
     name: str
     type: Optional[str]
     default: Any          # expression or None
 
 
-@dataclass
 class BlockDef(Node):
     name: str
     params: list
@@ -175,7 +153,6 @@ class BlockDef(Node):
     body: list
 
 
-@dataclass
 class NetworkDef(Node):
     name: str
     params: list
@@ -183,14 +160,12 @@ class NetworkDef(Node):
     body: list
 
 
-@dataclass
 class NetworkAlias(Node):
     name: str
     target: str
     args: list
 
 
-@dataclass
 class BlockAlias(Node):
     """``block SEBottleneck = Bottleneck(post = SE(16))``: a block with arguments bound."""
     name: str
@@ -201,11 +176,42 @@ class BlockAlias(Node):
 BLOCKS = (BlockDef, BlockAlias)
 
 
-@dataclass
 class Import(Node):
     path: str
 
 
-@dataclass
 class Module(Node):
     items: list
+
+
+def _define_methods(classes) -> None:
+    """__init__, __eq__ and __repr__ for each node class, from its annotated fields."""
+    lines, names = [], {}
+    for cls in classes:
+        fields = ["span"] + [f for klass in reversed(cls.__mro__[:-2]) for f in vars(klass).get("__annotations__", {})
+                             if f != "span"]
+        compared = fields[1:]
+        key = cls.__name__
+        names[key] = cls
+        cls._fields = tuple(fields)
+        lines.append(f"def {key}__init__(self, {', '.join(fields)}):")
+        lines += [f"    self.{f} = {f}" for f in fields]
+        lines.append(f"def {key}__eq__(self, other):")
+        lines.append("    if other.__class__ is not self.__class__:")
+        lines.append("        return NotImplemented")
+        lines.append(f"    return ({''.join(f'self.{f}, ' for f in compared)}) == "
+                     f"({''.join(f'other.{f}, ' for f in compared)})")
+        lines.append(f"def {key}__repr__(self):")
+        shown = ", ".join(f"{f}={{self.{f}!r}}" for f in compared)
+        lines.append(f"    return f\"{{self.__class__.__qualname__}}({shown})\"")
+    namespace: dict = {}
+    exec(compile("\n".join(lines), __file__ + ":<generated>", "exec"), namespace)
+    for key, cls in names.items():
+        cls.__init__ = namespace[key + "__init__"]
+        cls.__eq__ = namespace[key + "__eq__"]
+        cls.__repr__ = namespace[key + "__repr__"]
+        cls.__hash__ = None
+
+
+_define_methods([cls for cls in list(globals().values())
+                 if isinstance(cls, type) and issubclass(cls, Node) and cls is not Node])

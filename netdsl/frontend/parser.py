@@ -1,18 +1,15 @@
 """Text -> AST. Syntax errors become located `ParseError`s with a readable message."""
 from __future__ import annotations
 
-import ast as _pyast
 import inspect
-import warnings
 from functools import lru_cache
 
-from lark import Lark, Token, v_args
-from lark.visitors import Transformer_NonRecursive
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
-
 from ..errors import NetDSLError, ParseError, Source, Span
+from ..gc_pause import paused_gc
 from . import ast as A
+from . import fastparse
 from .grammar_path import grammar_file
+from .strings import decode_string, unlexed_quote
 
 # How deeply expressions, groups and statements may nest. The elaborator walks the
 # AST recursively; this keeps it far from Python's recursion limit, and reports
@@ -21,10 +18,26 @@ MAX_NESTING = 200
 
 
 @lru_cache(maxsize=1)
-def _parser() -> Lark:
-    # cache=True keeps the LALR tables in a temporary file: 0.5 s -> 0.01 s on later runs
+def _parser():
+    """The reference parser (lark). Only errors, and a cold table cache, need it: valid specs
+    go through `fastparse`, which runs the same LALR tables without importing lark."""
+    from lark import Lark
+    # lark's own cache of its analysis (0.5 s -> 0.01 s on later runs) goes beside the fast
+    # path's tables, in the user's cache directory: lark's default is a pickle in the shared
+    # temporary directory, written in place. Lark checks the grammar's hash stored in it.
     return Lark.open(str(grammar_file()), parser="lalr", strict=True, start=["start", "value"],
-                     propagate_positions=True, maybe_placeholders=True, cache=True)
+                     propagate_positions=True, maybe_placeholders=True,
+                     cache=fastparse.lark_cache_file() or False)
+
+
+@lru_cache(maxsize=1)
+def _fast_tables():
+    """The fast path's tables, or None where they cannot be had (the reference parser then
+    does all the work)."""
+    try:
+        return fastparse.load_tables(grammar_file().read_text(encoding="utf-8"), _parser)
+    except fastparse._Fallback:
+        return None
 
 
 # Human names for the grammar's terminals, used in "expected ..." messages.
@@ -60,26 +73,50 @@ def parse_value(text: str, name: str):
 
 
 def _parse(text: str, name: str, start: str):
+    with paused_gc():
+        return _parse_text(text, name, start)
+
+
+def _parse_text(text: str, name: str, start: str):
     if text.startswith("\ufeff"):      # a UTF-8 byte order mark; a space keeps the columns right
         text = " " + text[1:]
     source = Source(name, text)
+    tables = _fast_tables()
+    result = fastparse.parse(tables, text, source, start, _ToAST(source)) if tables else None
+    if result is None:      # a syntax or literal error somewhere: lark reports it, as always
+        result = _parse_reference(text, source, start)
+    _check_nesting(result)
+    return result
+
+
+def _parse_reference(text: str, source: Source, start: str):
+    """Parse with lark into a tree, then build the AST from it; every error comes from here."""
+    from lark.exceptions import UnexpectedInput, VisitError
     try:
         tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
         raise _syntax_error(e, source) from None
     try:
-        result = _ToAST(source).transform(tree)
+        return _lark_transformer()(source).transform(tree)
     except VisitError as e:   # errors raised inside the transformer arrive wrapped
         if isinstance(e.orig_exc, NetDSLError):
             raise e.orig_exc from None
         raise
-    _check_nesting(result)
-    return result
+
+
+_LEAVES = (A.Var, A.Lit)        # nodes that hold no other node
+
+
+@lru_cache(maxsize=None)
+def _child_fields(cls) -> tuple:
+    """The fields of an AST class that may hold nodes, in definition order (as vars() lists them)."""
+    return tuple(f for f in cls._fields if f != "span")
 
 
 def _check_nesting(root):
     """Reject ASTs nested deeper than MAX_NESTING (iteratively: the tree may be very deep)."""
     stack = [(root, 0)]
+    containers = (A.Node, list, tuple)
     while stack:
         node, depth = stack.pop()
         if isinstance(node, A.Node):
@@ -88,13 +125,14 @@ def _check_nesting(root):
                 raise ParseError(f"nested too deeply (more than {MAX_NESTING} levels of expressions, "
                                  "groups and statements); split it up using intermediate names",
                                  node.span)
-            children = vars(node).values()
+            children = [getattr(node, f) for f in _child_fields(node.__class__)]
         elif isinstance(node, (list, tuple)):
             children = node
         else:
             continue
         for c in children:
-            if isinstance(c, (A.Node, list, tuple)):
+            # a leaf can only matter where it would be too deep itself
+            if isinstance(c, containers) and (depth >= MAX_NESTING or not isinstance(c, _LEAVES)):
                 stack.append((c, depth))
 
 
@@ -107,7 +145,8 @@ def _end_position(text: str) -> tuple:
     return len(lines), len(last) + 1
 
 
-def _syntax_error(e: UnexpectedInput, source: Source) -> ParseError:
+def _syntax_error(e, source: Source) -> ParseError:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
     line, col = max(e.line, 1), max(e.column, 1)
     if isinstance(e, UnexpectedCharacters):
         ch = source.text[e.pos_in_stream] if e.pos_in_stream < len(source.text) else "?"
@@ -115,6 +154,8 @@ def _syntax_error(e: UnexpectedInput, source: Source) -> ParseError:
         msg = f"unexpected character '{shown}'"
         if ch in "\u201c\u201d\u2018\u2019":
             msg += "; strings use plain quotes (\" or ')"
+        elif ch in "\"'":
+            msg = unlexed_quote(source.text, e.pos_in_stream)
     elif isinstance(e, UnexpectedEOF):
         line, col = _end_position(source.text)
         msg = "unexpected end of file" + _describe_expected(e.expected)
@@ -138,28 +179,33 @@ def _syntax_error(e: UnexpectedInput, source: Source) -> ParseError:
 
 
 def _unquote(tok: Token, source: Source) -> str:
-    text = str(tok)
-    span = Span(source, tok.line, tok.column, tok.end_line, tok.end_column)
-    if "\0" in text:
-        raise ParseError("a string cannot contain a NUL character", span)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")      # invalid escapes ('\\d') warn in Python: reject them
-            return _pyast.literal_eval(text)
-    except (SyntaxError, ValueError, Warning) as e:
-        reason = getattr(e, "msg", None) or str(e)
-        reason = reason.replace("(unicode error) 'unicodeescape' codec can't decode bytes in position",
-                                "cannot decode position")
-        raise ParseError(f"invalid string literal: {reason}", span) from None
+    return decode_string(str(tok), source, tok.line, tok.column)
 
 
-@v_args(meta=True)
-class _ToAST(Transformer_NonRecursive):
+@lru_cache(maxsize=1)
+def _lark_transformer():
+    """_ToAST as a lark Transformer over a parse tree (whose nodes carry a `meta`)."""
+    from lark import v_args
+    from lark.visitors import Transformer_NonRecursive
+
     def __init__(self, source: Source):
-        super().__init__()
+        Transformer_NonRecursive.__init__(self)
+        self.source = source
+    members = {k: v for k, v in vars(_ToAST).items() if k not in ("__dict__", "__weakref__")}
+    return v_args(meta=True)(type("_ToASTTransformer", (Transformer_NonRecursive,),
+                                  {**members, "__init__": __init__}))
+
+
+class _ToAST:
+    """The AST builders, one per grammar rule: (span, children) -> AST node. The fast path
+    calls them with a Span; the lark transformer (`_lark_transformer`) with a tree's meta."""
+
+    def __init__(self, source: Source):
         self.source = source
 
     def _span(self, meta) -> Span:
+        if meta.__class__ is Span:
+            return meta
         if getattr(meta, "empty", True):
             return Span(self.source, 1, 1, 1, 1)
         return Span(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
@@ -221,7 +267,7 @@ class _ToAST(Transformer_NonRecursive):
         return c[0]
 
     def name_tpl(self, meta, c):
-        parts = [str(p) if isinstance(p, Token) else p for p in c if p is not None]
+        parts = [str(p) if isinstance(p, str) else p for p in c if p is not None]   # tokens are strs
         return A.NameTemplate(self._span(meta), parts)
 
     def assign(self, meta, c):
