@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..errors import TypeMismatchError, ValueRangeError
+from .dims import Expr
 from .registry import AttrSpec
 
 
@@ -23,7 +24,6 @@ def type_name(v) -> str:
         return "tensor"
     if v is None:
         return "none"
-    from .dims import Expr
     if isinstance(v, Expr):
         return "symbolic size"
     return getattr(v, "type_label", type(v).__name__)
@@ -35,7 +35,6 @@ MAX_INT = 2 ** 31 - 1
 
 
 def _int(v, op, a, span):
-    from .dims import Expr
     if isinstance(v, Expr):
         raise TypeMismatchError(f"{op}: '{a.name}' must be known at compile time, but it depends on "
                                 f"the input size ({v})", span)

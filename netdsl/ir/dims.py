@@ -2,18 +2,21 @@
 
 A symbolic dim is kept in a canonical form so that equal sizes compare equal:
 an integer linear combination of atoms (a symbol, a floor division of such a
-combination by a positive int, or a product of atoms) plus a constant. Floor
-divisions pull out the divisible part (``(2H + 3) // 2 = H + 1 + (1) // 2``
-becomes ``H + 1``) and nested divisions fuse (``H // 2 // 2 = H // 4``), which is
-enough for convolution, pooling and upsampling arithmetic to simplify to the
-forms people write by hand. Every expression can be evaluated on numpy arrays of
-candidate symbol values; the constraint solver uses that.
+combination by a positive int, a product of atoms, or `resize`'s floor(x * scale) rounded
+as torch rounds it) plus a constant. Floor divisions pull out the divisible part
+(``(2H + 3) // 2 = H + 1 + (1) // 2`` becomes ``H + 1``) and nested divisions fuse
+(``H // 2 // 2 = H // 4``), which is enough for convolution, pooling and upsampling
+arithmetic to simplify to the forms people write by hand. Every expression can be
+evaluated on numpy arrays of candidate symbol values; the constraint solver uses that.
 """
 from __future__ import annotations
 
+import math
+from numbers import Integral
 from typing import Union
 
-import numpy as np
+# No numpy import here: sizes evaluate with Python ints as well as with numpy arrays (the
+# constraint solver's), and `netdsl check` need not load numpy at all.
 
 
 class Expr:
@@ -21,13 +24,14 @@ class Expr:
 
 
 class Sym(Expr):
-    __slots__ = ("name",)
+    __slots__ = ("name", "_key")
 
     def __init__(self, name: str):
         self.name = name
+        self._key = ("s", name)
 
     def key(self):
-        return ("s", self.name)
+        return self._key
 
     def eval(self, env):
         return env[self.name]
@@ -49,7 +53,7 @@ class FloorDiv(Expr):
         return ("f", self.num.key(), self.den)
 
     def eval(self, env):
-        return np.floor_divide(self.num.eval(env), self.den)
+        return self.num.eval(env) // self.den      # np.floor_divide on arrays
 
     def symbols(self):
         return self.num.symbols()
@@ -83,24 +87,52 @@ class Prod(Expr):
         return " * ".join(f"({f})" if isinstance(f, FloorDiv) else str(f) for f in self.factors)
 
 
+class ScaledFloor(Expr):
+    """floor(num * scale) with the product rounded to a double first, as torch sizes
+    `interpolate(scale_factor=scale)`: 50 * 2.3 is 114.99999999999999, so 114. Used where
+    that rounding is not a plain floor division (see `scaled_floor`)."""
+    __slots__ = ("num", "scale")
+
+    def __init__(self, num: "Lin", scale: float):
+        self.num, self.scale = num, float(scale)
+
+    def key(self):
+        return ("m", self.num.key(), self.scale.hex())
+
+    def eval(self, env):
+        v = self.num.eval(env)
+        if isinstance(v, Integral):
+            return math.floor(int(v) * self.scale)
+        import numpy as np
+        prod = np.asarray(v, dtype=np.float64) * self.scale
+        return np.floor(np.minimum(prod, 2.0 ** 62)).astype(np.int64)    # no int64 overflow
+
+    def symbols(self):
+        return self.num.symbols()
+
+    def __str__(self):
+        return f"floor({self.num} * {self.scale!r})"
+
+
 class Lin(Expr):
     """sum(coef * atom) + const, with non-zero coefficients, sorted by atom."""
-    __slots__ = ("terms", "const", "_key")
+    __slots__ = ("terms", "const", "_key", "_syms", "_str")
 
     def __init__(self, terms: dict, const: int = 0):
-        items = [(a, c) for a, c in terms.values() if c != 0] if terms and isinstance(
-            next(iter(terms.values())), tuple) else []
-        self.terms = tuple(sorted(items, key=lambda ac: ac[0].key()))
+        """`terms` maps each atom's key to (atom, coefficient), as `Lin.of` builds it."""
+        keyed = sorted((k, ac) for k, ac in terms.items() if ac[1] != 0) if terms else []
+        self.terms = tuple(ac for _, ac in keyed)
         self.const = const
-        self._key = (tuple((a.key(), c) for a, c in self.terms), const)
+        self._key = (tuple((k, ac[1]) for k, ac in keyed), const)
+        self._syms = self._str = None
 
     @staticmethod
     def of(items, const=0) -> "Lin":
         acc: dict = {}
         for atom, coef in items:
             k = atom.key()
-            prev = acc.get(k, (atom, 0))[1]
-            acc[k] = (atom, prev + coef)
+            prev = acc.get(k)
+            acc[k] = (atom, coef if prev is None else prev[1] + coef)
         return Lin(acc, const)
 
     def key(self):
@@ -116,9 +148,16 @@ class Lin(Expr):
         return out
 
     def symbols(self):
-        return set().union(*(a.symbols() for a, _ in self.terms)) if self.terms else set()
+        if self._syms is None:     # computed once (a Lin never changes); callers copy before mutating
+            self._syms = frozenset().union(*(a.symbols() for a, _ in self.terms))
+        return self._syms
 
     def __str__(self):
+        if self._str is None:       # a Lin never changes: format it once
+            self._str = self._format()
+        return self._str
+
+    def _format(self) -> str:
         parts = []
         for a, c in self.terms:
             s = str(a)
@@ -135,6 +174,8 @@ class Lin(Expr):
         if not parts:
             return "0"
         sign, first = parts[0]
+        if sign == "-" and self.terms and isinstance(self.terms[0][0], FloorDiv) and self.terms[0][1] == -1:
+            first = f"({first})"      # -(H // 2), not -H // 2, which reads as (-H) // 2
         text = ("-" if sign == "-" else "") + first
         for sign, p in parts[1:]:
             text += f" {sign} {p}"
@@ -158,7 +199,21 @@ def sym(name: str) -> Lin:
 
 
 def _lin(d: Dim) -> Lin:
-    return Lin.of([], d) if isinstance(d, int) else d
+    return Lin.of([], int(d)) if is_static(d) else d
+
+
+def _scaled(lin: Lin, k: int, shift: int) -> Lin:
+    """k * lin + shift (k != 0) without re-sorting: the terms keep their order."""
+    out = Lin.__new__(Lin)
+    if k == 1:
+        out.terms, key_terms = lin.terms, lin._key[0]
+    else:
+        out.terms = tuple((t, c * k) for t, c in lin.terms)
+        key_terms = tuple((tk, c * k) for tk, c in lin._key[0])
+    out.const = lin.const * k + shift
+    out._key = (key_terms, out.const)
+    out._syms, out._str = lin._syms, None
+    return out
 
 
 def _norm(lin: Lin) -> Dim:
@@ -166,12 +221,17 @@ def _norm(lin: Lin) -> Dim:
 
 
 def is_static(d) -> bool:
-    return isinstance(d, (int, np.integer))
+    cls = d.__class__
+    return cls is int or (cls is not Lin and isinstance(d, Integral))   # numpy's ints are Integral too
 
 
 def add(a: Dim, b: Dim) -> Dim:
-    if is_static(a) and is_static(b):
-        return int(a) + int(b)
+    if is_static(a):
+        if is_static(b):
+            return int(a) + int(b)
+        a, b = b, a
+    if is_static(b) and a.terms:        # the common case: a size plus a number
+        return _scaled(a, 1, int(b)) if b else a
     la, lb = _lin(a), _lin(b)
     return _norm(Lin.of(list(la.terms) + list(lb.terms), la.const + lb.const))
 
@@ -191,6 +251,10 @@ def mul(a: Dim, b: Dim) -> Dim:
         a, b = b, a
     if is_static(b):
         k = int(b)
+        if k == 0:
+            return 0
+        if a.terms:
+            return _scaled(a, k, 0) if k != 1 else a
         la = _lin(a)
         return _norm(Lin.of([(t, c * k) for t, c in la.terms], la.const * k))
     la, lb = _lin(a), _lin(b)
@@ -228,6 +292,38 @@ def floordiv(a: Dim, d: int) -> Dim:
         fused = floordiv(add(inner.num, rest_lin.const * inner.den), inner.den * d)
         return add(_norm(Lin.of(pulled, q)), fused)
     return _norm(Lin.of(pulled + [(FloorDiv(rest_lin, d), 1)], q))
+
+
+def scaled_floor(a: Dim, scale: float) -> Dim:
+    """floor(a * scale), the product rounded to a double as torch rounds it. A scale whose
+    double is p / 2**k with a small p (0.5, 1.5, 3) multiplies sizes below 2**32 exactly, so
+    the result is the floor division a * p // 2**k; other scales (1.1, 2.3) keep their own atom."""
+    if is_static(a):
+        return math.floor(int(a) * float(scale))
+    from fractions import Fraction      # rarely needed: not imported by every `check`
+    frac = Fraction(float(scale))
+    if frac.numerator.bit_length() <= 20:
+        return floordiv(mul(a, frac.numerator), frac.denominator)
+    return Lin.of([(ScaledFloor(_lin(a), scale), 1)])
+
+
+def nondecreasing(d: Dim) -> bool:
+    """Whether a size never decreases as its symbols grow: positive coefficients over
+    symbols, and floor divisions and positive scalings of such sizes."""
+    if is_static(d):
+        return True
+    for atom, coef in d.terms:
+        if coef < 0:
+            return False
+        if isinstance(atom, FloorDiv):
+            if not nondecreasing(atom.num):
+                return False
+        elif isinstance(atom, ScaledFloor):
+            if not (atom.scale >= 0 and nondecreasing(atom.num)):
+                return False
+        elif not isinstance(atom, Sym):
+            return False        # a product of sizes: not judged here
+    return True
 
 
 def ceildiv(a: Dim, d: int) -> Dim:
@@ -270,6 +366,8 @@ def _subst_atom(a, values) -> Dim:
         return values.get(a.name, sym(a.name))
     if isinstance(a, FloorDiv):
         return floordiv(_subst_lin(a.num, values), a.den)
+    if isinstance(a, ScaledFloor):
+        return scaled_floor(_subst_lin(a.num, values), a.scale)
     out: Dim = 1
     for f in a.factors:
         out = mul(out, _subst_atom(f, values))

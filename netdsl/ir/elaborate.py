@@ -13,12 +13,13 @@ import sys
 from ..errors import (NameLookupError, NetDSLError, RecursionLimitError, ShapeError, Span,
                       TypeMismatchError, UsageError, ValueRangeError, suggest)
 from ..frontend import ast as A
+from ..gc_pause import paused_gc
 from ..passes.constraints import ShapeCtx
 from . import dims as D
 from .attrs import coerce, type_name
 from .expressions import ExpressionEvaluator
 from .graph import Graph, Node, Value
-from .naming import ModuleScope, render, snake
+from .naming import ModuleScope, check_label, render, snake
 from .program import Program
 from .registry import OpSpec, all_ops
 from .values import (BUILTINS, DTYPES, INSTANCE_STEPS, MAX_DEPTH, MAX_DIM, MAX_RANK, MAX_STEPS,
@@ -50,7 +51,8 @@ class Elaborator(ExpressionEvaluator):
         if old_limit < RECURSION_ROOM:
             sys.setrecursionlimit(RECURSION_ROOM)
         try:
-            return self._network(name, overrides, inputs)
+            with paused_gc():
+                return self._network(name, overrides, inputs)
         except RecursionError:
             # The parser bounds how deeply one body nests and MAX_DEPTH bounds block
             # instantiation; only their combination can get here. Report it at the
@@ -68,7 +70,13 @@ class Elaborator(ExpressionEvaluator):
         inputs = dict(inputs or {})
         defn, bound_args, bound_kwargs, alias_span = self._resolve_network(name)
         self.graph = Graph(name=name, doc=defn.doc, span=defn.span)
+        self.graph.constraints = RecordedConstraints()
+        self._dims_checked: set = set()     # symbolic output sizes already required to be >= 1
+        self._shape_results: dict = {}      # see _apply_op
         self.symbols: list[str] = []
+        self._symbol_set: set[str] = set()     # self.symbols as a set: no linear scans
+        self._input_names: set[str] = set()
+        self._output_names: set[str] = set()
         self.hints: dict[int, str] = {}
         self.paths: dict[int, tuple] = {}
         self.scopes: list[ModuleScope] = []
@@ -315,7 +323,7 @@ class Elaborator(ExpressionEvaluator):
         if st.dtype not in DTYPES:
             raise NameLookupError(f"unknown element type '{st.dtype}'" + suggest(st.dtype, DTYPES)
                                   + f" (supported: {', '.join(DTYPES)})", st.span)
-        if any(v.name == st.name for v in self.graph.inputs):
+        if st.name in self._input_names:
             raise NameLookupError(f"input '{st.name}' declared twice", st.span)
         declared = []
         for d in st.dims:
@@ -358,13 +366,15 @@ class Elaborator(ExpressionEvaluator):
                 elif isinstance(bound, int):
                     shape.append(bound)
                 else:
-                    if d not in self.symbols:
+                    if d not in self._symbol_set:
+                        self._symbol_set.add(d)
                         self.symbols.append(d)
                     shape.append(D.sym(d))
             else:
                 shape.append(d)
         v = Value(st.name, tuple(shape), DTYPES[st.dtype])
         self.graph.inputs.append(v)
+        self._input_names.add(st.name)
         frame.env[st.name] = v
         frame.cursor = v
 
@@ -407,11 +417,12 @@ class Elaborator(ExpressionEvaluator):
             value = self._eval(st.value, frame)
         if not isinstance(value, Value):
             raise TypeMismatchError(f"an output must be a tensor, got {type_name(value)}", st.span)
-        if any(n == st.name for n, _ in self.graph.outputs):
+        if st.name in self._output_names:
             raise NameLookupError(f"output '{st.name}' declared twice", st.span)
-        if any(v.name == st.name for v in self.graph.inputs):
+        if st.name in self._input_names:
             raise NameLookupError(f"'{st.name}' is already an input name", st.span)
         self.graph.outputs.append((st.name, value))
+        self._output_names.add(st.name)
         self._assign(st.name, value, frame, st.span)
 
     def _truth(self, v, span, frame) -> bool:
@@ -438,7 +449,7 @@ class Elaborator(ExpressionEvaluator):
                     raise TypeMismatchError(f"a name part must be an int or string, got {type_name(v)}",
                                             part.span, frame.trace)
                 out.append(str(v))
-        return "".join(out)
+        return check_label("".join(out), label.span, frame.trace)
 
     def _apply_stage(self, stage: A.Stage, inp, frame: Frame):
         label = self._label(stage.label, frame)
@@ -499,6 +510,40 @@ class Elaborator(ExpressionEvaluator):
             if k in attrs:
                 raise TypeMismatchError(f"{op}: argument '{k}' given twice", span, frame.trace)
             attrs[k] = v
+        inputs = inputs + extra_inputs
+        shapes = [v.shape for v in inputs]
+        # Checking the arguments and running the shape rules is a function of (op, arguments,
+        # input shapes), and a chain applies the same layer to the same shapes again and
+        # again. A repeat reuses the first result: the constraints it would record are the
+        # first one's (kept once anyway, see RecordedConstraints), and a call that failed
+        # was never remembered. (repr tells 1 from True and 0.0 from -0.0, as == does not.)
+        try:
+            key = (id(spec), repr(list(attrs.items())), tuple(shapes))
+            hash(key)
+        except TypeError:
+            key = None
+        known = self._shape_results.get(key) if key is not None else None
+        if known is None:
+            self._check_attrs(spec, attrs, span, frame)
+        self._check_inputs(spec, inputs, span, frame)
+        if known is not None:
+            attrs, outs, params, macs = known
+            attrs, params = dict(attrs), dict(params)
+        else:
+            attrs, outs, params, macs = self._shape_rules(spec, attrs, shapes, span, frame)
+            if key is not None:
+                self._shape_results[key] = (dict(attrs), outs, dict(params), macs)
+        path = frame.mscope.child(label, snake(op), span)
+        outputs = [Value("", tuple(s)) for s in outs]
+        node = Node(op, path, list(inputs), outputs, attrs, span, frame.trace, params, macs)
+        for v in outputs:
+            v.producer = node
+        self.graph.nodes.append(node)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _check_attrs(self, spec: OpSpec, attrs: dict, span, frame):
+        """Fill in defaults and check and normalise every argument, in place."""
+        op = spec.name
         for a in spec.attrs:
             if a.name not in attrs:
                 if a.required:
@@ -510,35 +555,43 @@ class Elaborator(ExpressionEvaluator):
                 attrs[a.name] = coerce(op, a, attrs[a.name], span)
         for t in spec.tensor_attrs:
             attrs.setdefault(t, False)
-        inputs = inputs + extra_inputs
+
+    @staticmethod
+    def _check_inputs(spec: OpSpec, inputs: list, span, frame):
+        op = spec.name
         if spec.inputs is not None and len(inputs) != spec.inputs:
             raise TypeMismatchError(f"{op} takes {spec.inputs} input tensor{'s' * (spec.inputs != 1)}, "
                                     f"got {len(inputs)}", span, frame.trace)
         if spec.inputs is None and not inputs:
             raise TypeMismatchError(f"{op} needs at least one input tensor", span, frame.trace)
-        shapes = [v.shape for v in inputs]
+
+    def _shape_rules(self, spec: OpSpec, attrs: dict, shapes: list, span, frame):
+        """The op's resolved attributes, output shapes, parameters and MACs; records the
+        constraints on input sizes that it needs."""
+        op = spec.name
         ctx = ShapeCtx(op, span, frame.trace, self.graph.constraints)
         try:
             attrs = spec.resolve(dict(attrs), shapes, ctx)
             outs = spec.infer(attrs, shapes, ctx)
             for shape in outs:
                 for i, d in enumerate(shape):
-                    if D.is_static(d) and d < 1 or not D.is_static(d):
+                    if D.is_static(d):
+                        if d < 1:
+                            ctx.require_ge(d, 1, f"output dim {i} would be {D.fmt(d)}, which is not positive")
+                        if d > MAX_DIM:
+                            ctx.fail(f"output dim {i} would be {D.fmt(d)}, which is too large "
+                                     f"(at most {MAX_DIM:,})")
+                    elif d not in self._dims_checked:   # each symbolic size once: a chain repeats them
                         ctx.require_ge(d, 1, f"output dim {i} would be {D.fmt(d)}, which is not positive")
-                    if D.is_static(d) and d > MAX_DIM or not D.is_static(d) and _dim_too_complex(d):
-                        ctx.fail(f"output dim {i} would be {D.fmt(d)}, which is too large "
-                                 f"(at most {MAX_DIM:,})")
+                        if _dim_too_complex(d):
+                            ctx.fail(f"output dim {i} would be {D.fmt(d)}, which is too large "
+                                     f"(at most {MAX_DIM:,})")
+                        self._dims_checked.add(d)
             params = spec.params(attrs, shapes, ctx)
             macs = spec.macs(attrs, shapes, outs)
         except ZeroDivisionError:
             raise ValueRangeError(f"{op}: a size in its arguments is zero", span, frame.trace) from None
-        path = frame.mscope.child(label, snake(op), span)
-        outputs = [Value("", tuple(s)) for s in outs]
-        node = Node(op, path, list(inputs), outputs, attrs, span, frame.trace, params, macs)
-        for v in outputs:
-            v.producer = node
-        self.graph.nodes.append(node)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return attrs, outs, params, macs
 
     def _instantiate(self, ref: BlockRef, pos, kw, inputs, label, span, frame):
         defn = ref.defn
@@ -581,6 +634,29 @@ class Elaborator(ExpressionEvaluator):
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     # ---- expressions ----------------------------------------------------------------
+
+
+class RecordedConstraints(list):
+    """graph.constraints, recording each constraint once: one identical to an earlier one
+    (same kind, sizes and remainder) can never be the one that fails, since the earlier one
+    is checked first, and every report names the first. A 10,000-layer chain would otherwise
+    carry 10,000 copies of the same few, and solving them would dominate `check`."""
+
+    def __init__(self, items=()):
+        super().__init__()
+        self._keys: set = set()
+        for c in items:
+            self.append(c)
+
+    def append(self, c):
+        try:
+            key = (c.kind, c.a, c.b, c.r)
+            if key in self._keys:
+                return
+            self._keys.add(key)
+        except TypeError:       # an unhashable size: keep it, unchecked for duplicates
+            pass
+        super().append(c)
 
 
 class _Deferred:

@@ -6,12 +6,33 @@ closes, so that they never take a name the user writes later in the same scope.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ..errors import NameLookupError, Span
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_]+")     # a whole name: used with fullmatch
+
+# The attributes torch.nn.Module assigns on a built module (train()/eval() set `training`,
+# compile() `_compiled_call_impl`, backward hooks `_is_full_backward_hook`): a child or a
+# parameter of that name would make those calls fail. Every other name works in the torch
+# target (tests/test_codegen_names.py derives this set from torch's source).
+TORCH_ASSIGNED = frozenset({"training", "_compiled_call_impl", "_is_full_backward_hook"})
 
 
+def check_label(label: str, span: Span | None, trace: tuple = ()) -> str:
+    """`label` if it can name a layer: a path segment, so no dots, and nothing a state_dict
+    key or a generated module could not hold (fullmatch: `$` would let a final newline by)."""
+    if not _SEGMENT.fullmatch(label):
+        shown = label if label.isprintable() else repr(label)[1:-1]
+        raise NameLookupError(f"'{shown}' is not a valid layer name (ASCII letters, digits and _ only)",
+                              span, trace)
+    if label in TORCH_ASSIGNED:
+        raise NameLookupError(f"'{label}' cannot name a layer or param: torch's modules set an attribute "
+                              "of that name themselves", span, trace)
+    return label
+
+
+@lru_cache(maxsize=4096)      # called for every layer, with few distinct names
 def snake(name: str) -> str:
     """ReLU -> relu, MaxPool2d -> max_pool2d, DoubleConv -> double_conv."""
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])", "_", name).lower()
@@ -35,8 +56,7 @@ class ModuleScope:
     def child(self, label: str | None, hint: str, span: Span | None, item: bool = True) -> tuple:
         """The path of a new layer or block instance in this scope."""
         if label is not None:
-            if not _SEGMENT.match(label):
-                raise NameLookupError(f"'{label}' is not a valid layer name (letters, digits and _ only)", span)
+            check_label(label, span)
             if label in self.taken:
                 first = self.taken[label]
                 where = f" (first used at {first.location()})" if first else ""
@@ -64,7 +84,7 @@ class ModuleScope:
             base = seg.hint or "layer"
             k = resume.get(base, 0)
             name = f"{base}_{k}" if k else base
-            while name in self.taken:
+            while name in self.taken or name in TORCH_ASSIGNED:
                 k += 1
                 name = f"{base}_{k}"
             resume[base] = k

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import ImportFailure, NameLookupError, Span
 from ..frontend import ast as A
 from ..frontend.parser import parse
+from ..source_files import UnreadableFile, read_source
 
 STD_DIR = Path(__file__).resolve().parent.parent / "std"
 MAX_IMPORT_DEPTH = 100     # a chain of imports longer than this is surely a generated mistake
@@ -55,9 +56,9 @@ class Program:
         if len(self._stack) >= MAX_IMPORT_DEPTH:
             raise ImportFailure(f"imports nested more than {MAX_IMPORT_DEPTH} files deep", span)
         try:
-            text = resolved.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else "not readable as UTF-8 text"
+            text = read_source(resolved)
+        except UnreadableFile as e:
+            reason = e.reason
             if span is None:
                 raise ImportFailure(f"cannot read '{path}': {reason}") from None
             raise ImportFailure(f"cannot import '{path}': {reason}", span) from None
@@ -79,7 +80,7 @@ class Program:
                 candidates.append(base_dir / rel)
             candidates.append(STD_DIR / rel)
         for c in candidates:
-            if c.is_file():
+            if c.exists() and not c.is_dir():    # a FIFO or device is refused by add_file
                 return self.add_file(c, main=False, span=item.span)
         raise ImportFailure(f"cannot find '{rel}' to import"
                             + ("" if rel.startswith("std/") else " (looked beside this file and in std/)"),

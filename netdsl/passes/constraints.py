@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import ShapeError, Span
 from ..ir import dims as D
+
+# numpy is imported where sizes are enumerated, not here: elaboration records constraints
+# and checks concrete ones with plain ints, so `netdsl check` of a network whose constraints
+# all hold trivially (see `summarise`) never loads it.
 
 LIMIT = 4096        # candidate sizes tried per symbol
 MAX_PERIOD = 1024
@@ -30,15 +32,29 @@ class Constraint:
     span: Span | None
     trace: tuple
 
-    def symbols(self) -> set:
-        return D.symbols(self.a) | D.symbols(self.b)
+    def symbols(self) -> frozenset:
+        syms = self.__dict__.get("_symbols")      # computed once: the solver asks many times
+        if syms is None:
+            syms = self.__dict__["_symbols"] = frozenset(D.symbols(self.a) | D.symbols(self.b))
+        return syms
 
-    def holds(self, env) -> np.ndarray:
+    def holds(self, env):
+        """Whether it holds: a bool for concrete sizes, else a numpy array over `env`'s arrays."""
         a, b = D.evaluate(self.a, env), D.evaluate(self.b, env)
+        if D.is_static(a) and D.is_static(b):
+            a, b = int(a), int(b)
+            if self.kind == "eq":
+                return a == b
+            if self.kind == "ge":
+                return a >= b
+            return (a % b if b else 0) == self.r        # (numpy's int mod by 0 gives 0)
+        import numpy as np
         if self.kind == "eq":
             return np.asarray(a == b)
         if self.kind == "ge":
             return np.asarray(a >= b)
+        if isinstance(b, int) and b > 0 and b & (b - 1) == 0:     # a power of two: a mask is
+            return np.asarray(np.bitwise_and(a, b - 1) == self.r)  # exact and ~6x faster
         return np.asarray(np.mod(a, b) == self.r)
 
     def error(self) -> ShapeError:
@@ -83,10 +99,13 @@ class ShapeCtx:
 def solve(constraints: list, symbols: list) -> dict:
     """Admissible-size masks per symbol (index v = size v, 0 unused); raise on an empty set.
 
-    Constraints over one symbol are solved exactly on 1..LIMIT. Those over two symbols
-    (``H == W`` when two inputs meet) do not narrow either mask -- they relate the two --
-    but are checked for having some solution among the sizes each symbol admits.
+    Constraints over one symbol are solved exactly on 1..LIMIT. Those over several symbols
+    (``H == W`` when two inputs meet) do not narrow any mask -- they relate them -- but each
+    group of related ones is checked for a common solution among the sizes each symbol
+    admits (`relations.check_relations`, which documents its bound).
     """
+    import numpy as np
+    from .relations import check_relations
     sizes = np.arange(LIMIT + 1, dtype=np.int64)
     masks = {s: sizes >= 1 for s in symbols}
     for s in {s for c in constraints for s in c.symbols()} - masks.keys():
@@ -99,32 +118,15 @@ def solve(constraints: list, symbols: list) -> dict:
         if not ok.any():
             raise _unsatisfiable(c, s)
         masks[s] = ok
-    for c in multi:
-        if _holds_somewhere(c, masks) is False:
-            err = c.error()
-            err.message += " for every size of input dims " + " and ".join(sorted(c.symbols()))
-            raise err
+    if multi:
+        check_relations(multi, masks)     # jointly, per group of related symbols
     return masks
-
-
-def _holds_somewhere(c: Constraint, masks: dict, chunk: int = 64):
-    """Whether two-symbol constraint `c` holds for some admissible sizes: True or False;
-    None when `c` has more symbols (not checked)."""
-    names = sorted(c.symbols())
-    if len(names) != 2:
-        return None
-    a, b = names
-    va, vb = np.flatnonzero(masks[a]), np.flatnonzero(masks[b])
-    for i in range(0, len(va), chunk):
-        env = {a: va[i:i + chunk, None], b: vb[None, :]}
-        if np.asarray(c.holds(env)).any():
-            return True
-    return False
 
 
 def _relates(c: Constraint, masks: dict) -> bool:
     """Whether a multi-symbol constraint excludes any admissible pair of sizes (else it says
     nothing worth printing, like ``3 * H * W >= 1``)."""
+    import numpy as np
     names = sorted(c.symbols())
     if len(names) != 2:
         return True
@@ -141,14 +143,27 @@ def _relation(c: Constraint) -> str:
     return f"{D.fmt(c.a)} ≡ {c.r} (mod {D.fmt(c.b)})"
 
 
+def _trivial(c: Constraint) -> bool:
+    """Whether `c` holds for every size, judged cheaply: ``size ≥ k`` where the size grows
+    with its one symbol (``(H + 31) // 32``) and holds at 1. Such constraints change no mask
+    and print nothing; most networks record only these."""
+    if c.kind != "ge" or not D.is_static(c.b) or D.is_static(c.a) or len(c.symbols()) != 1:
+        return False
+    if not D.nondecreasing(c.a):
+        return False
+    (s,) = c.symbols()
+    return D.evaluate(c.a, {s: 1}) >= c.b
+
+
 def _unsatisfiable(c: Constraint, s: str) -> ShapeError:
     err = c.error()
     err.message += f" for every size of input dim {s}"
     return err
 
 
-def describe(name: str, mask: np.ndarray) -> str:
+def describe(name: str, mask) -> str:
     """'H ≡ 0 (mod 16), H ≥ 16', 'H ≥ 32', 'H ∈ {...}' for an admissible-size mask."""
+    import numpy as np
     valid = np.flatnonzero(mask)
     lo = int(valid[0])
     tail = mask[lo:]
@@ -157,7 +172,7 @@ def describe(name: str, mask: np.ndarray) -> str:
         if span - m < 2 * m:
             break
         if np.array_equal(tail[:-m], tail[m:]):
-            residues = sorted({int(v) % m for v in valid})
+            residues = sorted(set((valid % m).tolist()))     # (np.unique would import numpy.ma)
             parts = []
             if m > 1:
                 if len(residues) == 1:
@@ -179,7 +194,7 @@ def describe(name: str, mask: np.ndarray) -> str:
 def summarise(constraints: list, symbols: list) -> list[str]:
     """Human-readable admissible sizes for each constrained symbol, then the relations
     between symbols (``H = W``)."""
-    if not constraints:
+    if all(_trivial(c) for c in constraints):     # nothing to say; and no numpy needed
         return []
     masks = solve(constraints, symbols)
     constrained = set().union(*(c.symbols() for c in constraints if len(c.symbols()) == 1))

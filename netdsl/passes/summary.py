@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ir import dims as D
+from ..gc_pause import paused_gc
 from ..ir.graph import Graph
 from .constraints import summarise
 
@@ -16,6 +17,11 @@ def _shape(shape):
 
 
 def summarize(graph: Graph, symbols: list | None = None) -> dict:
+    with paused_gc():
+        return _summarize(graph, symbols)
+
+
+def _summarize(graph: Graph, symbols: list | None) -> dict:
     layers = []
     for n in graph.nodes:
         count = 0
@@ -46,11 +52,12 @@ def summarize(graph: Graph, symbols: list | None = None) -> dict:
 
 
 def _symbols(graph: Graph) -> list:
-    out = []
+    out, seen = [], set()
     for v in graph.inputs:
         for d in v.shape:
             for s in sorted(D.symbols(d)):
-                if s not in out:
+                if s not in seen:
+                    seen.add(s)
                     out.append(s)
     return out
 

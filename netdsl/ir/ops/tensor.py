@@ -1,7 +1,8 @@
 """Multi-input tensor functions: add, mul, concat, center_crop, resize."""
 from __future__ import annotations
 
-from fractions import Fraction
+import math
+import struct
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
@@ -91,8 +92,8 @@ def _resolve_resize(a, shapes, ctx):
         sc = a["scale"]
         if len(sc) == 1:
             sc = sc * 2
-        if len(sc) != 2 or any(s <= 0 for s in sc):
-            ctx.fail("scale must be one or two positive numbers")
+        if len(sc) != 2 or not all(0 < s < math.inf for s in sc):
+            ctx.fail("scale must be one or two positive finite numbers")
         a["scale"] = tuple(sc)
     if a["size"] is not None:
         if len(a["size"]) == 1:
@@ -112,12 +113,47 @@ def _infer_resize(a, shapes, ctx):
     elif a["size"] is not None:
         hw = tuple(a["size"])
     else:
-        hw = []
-        for size, s in zip(x[2:], a["scale"]):
-            f = Fraction(s).limit_denominator(1 << 16)
-            hw.append(D.floordiv(D.mul(size, f.numerator), f.denominator))
-        hw = tuple(hw)
+        # torch's F.interpolate(scale_factor=s): floor(L * s), the product rounded to a double
+        hw = tuple(D.scaled_floor(size, s) for size, s in zip(x[2:], a["scale"]))
+        for axis, (size, out, s) in enumerate(zip(x[2:], hw, a["scale"]), 2):
+            # required of the input size itself, so that run-time checks need no float arithmetic
+            ctx.require_ge(size, _least_size(s, 0), f"scale {s!r} leaves dim {axis} (size "
+                                                    f"{D.fmt(size)}) empty")
+            k = _nearest_shortcut(s) if a["mode"] == "nearest" else None
+            if k is not None:
+                ctx.require_ge(size, _least_size(s, k), _shortcut_message(axis, size, out, s, k))
     return [tuple(x[:2]) + hw]
+
+
+def _least_size(s: float, k: int) -> int:
+    """The least size L with floor(L * s) > k * L (torch's double rounding); every larger size
+    has it too. k = 0: the least size that `scale = s` does not empty."""
+    if s - k <= 2.0 ** -62:
+        return 2 ** 62
+    size = max(1, math.ceil(1 / (s - k)) - 2)
+    while size > 1 and math.floor((size - 1) * s) > k * (size - 1):
+        size -= 1
+    while math.floor(size * s) <= k * size:
+        size += 1
+    return size
+
+
+def _nearest_shortcut(s: float) -> int | None:
+    """torch's nearest kernel for small outputs (out_h + out_w <= 128, or channels-last)
+    copies a dim resized to k = 1 times its length L, and reads j // 2 at k = 2; the kernel
+    for larger outputs reads min(floor(j * float32(1 / s)), L - 1). The two differ for some
+    L exactly when s > k but float32(1 / s) < 1 / k (1 < s < 1.5 or 2 < s < 2.5): that k."""
+    for k in (1, 2):
+        if k < s < k + 0.5 and struct.unpack("f", struct.pack("f", 1 / s))[0] < 1 / k:
+            return k
+    return None
+
+
+def _shortcut_message(axis, size, out, s, k) -> str:
+    times, small = ("its size", "copies the dim") if k == 1 else ("twice its size", "reads j // 2")
+    return (f"mode 'nearest' with scale {s!r} needs dim {axis} to grow beyond {times} "
+            f"({D.fmt(size)} -> {D.fmt(out)}): there torch {small} for small outputs but reads "
+            f"floor(j / {s!r}) for large ones; use size= for such inputs")
 
 
 register(OpSpec("resize", "Resize H and W by scale=, to size=[h, w] or like= a tensor; "
