@@ -2,9 +2,30 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import AttributeProto, NodeProto, TensorProto, helper, numpy_helper
 
 from ...ir.graph import param_key
+
+
+def _attribute(key: str, value) -> AttributeProto:
+    """helper.make_attribute(key, value), built directly for plain ints, floats and lists of
+    ints: make_attribute's abstract-base-class checks were half of emitting a long network."""
+    cls = value.__class__
+    if cls is int or cls is float or ((cls is list or cls is tuple) and value
+                                      and all(v.__class__ is int for v in value)):
+        attr = AttributeProto()
+        attr.name = key
+        if cls is int:
+            attr.i = value
+            attr.type = AttributeProto.INT
+        elif cls is float:
+            attr.f = value
+            attr.type = AttributeProto.FLOAT
+        else:
+            attr.ints.extend(value)
+            attr.type = AttributeProto.INTS
+        return attr
+    return helper.make_attribute(key, value)
 
 
 class OnnxBuilder:
@@ -15,13 +36,18 @@ class OnnxBuilder:
         self.initializers: dict = {}
         self._used: set = set()
         self._consts: dict = {}
+        self._resume: dict = {}     # base -> the last suffix it got: names are never freed
 
     def fresh(self, hint: str) -> str:
+        """The smallest free `base`, `base_1`, `base_2`, ...; each base's search resumes where
+        its last one ended (linear, not quadratic, in the number of names)."""
         base = hint.replace(".", "_") or "t"
-        name, k = base, 0
+        k = self._resume.get(base, 0)
+        name = f"{base}_{k}" if k else base
         while name in self._used:
             k += 1
             name = f"{base}_{k}"
+        self._resume[base] = k
         self._used.add(name)
         return name
 
@@ -35,8 +61,17 @@ class OnnxBuilder:
         if outputs is None or isinstance(outputs, str):
             outputs = [self.fresh(outputs or op_type.lower())]
         node_name = self.fresh(name or f"{outputs[0]}_{op_type}")
-        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=node_name,
-                                           domain=domain or None, **attrs))
+        # helper.make_node, with the common attribute kinds made directly (_attribute)
+        node = NodeProto()
+        node.op_type = op_type
+        node.input.extend(inputs)
+        node.output.extend(outputs)
+        node.name = node_name
+        if domain:
+            node.domain = domain
+        if attrs:
+            node.attribute.extend(_attribute(k, v) for k, v in sorted(attrs.items()) if v is not None)
+        self.nodes.append(node)
         return outputs[0] if len(outputs) == 1 else list(outputs)
 
     def const(self, value, hint: str = "const", dtype=None) -> str:

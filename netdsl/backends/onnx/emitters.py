@@ -315,21 +315,23 @@ def _center_crop(b, node, ins, outs):
 
 @emitter("resize")
 def _resize(b, node, ins, outs):
+    """torch's rule (see `resize` in docs/language.md): output lengths floor(L * scale) in
+    double, positions read from 1 / scale. ONNX Resize sizes its output in float32 from
+    scales= and maps positions from out / L with sizes=, so it serves only where that agrees."""
     a = node.attrs
     x, scale = ins[0], a["scale"]
+    whole = scale is not None and all(float(s).is_integer() for s in scale)
     if a["mode"] == "bilinear":
+        if scale is not None and not a["align_corners"] and not whole:
+            _bilinear_taps(b, node, ins, outs)
+            return
         # half_pixel rather than pytorch_half_pixel: torch maps an output of length 1 like any other
         kw = dict(mode="linear",
                   coordinate_transformation_mode="align_corners" if a["align_corners"] else "half_pixel")
-        if scale is None:
-            hw = b.shape_dims(ins[1], 2, hint="hw") if a["like"] else b.ints(list(a["size"]))
-            sizes = b.add("Concat", [b.shape_dims(x, 0, 2, "nc"), hw], "sizes", axis=0)
-            b.add("Resize", [x, "", "", sizes], outs, **kw)
-            return
-        b.add("Resize", [x, "", _bilinear_scales(b, node, ins)], outs, **kw)
+        # whole scales without align_corners: float32 sizes and positions are exact, scales serve
+        _linear_resize_merged(b, node, ins, outs, kw, scale if whole and not a["align_corners"] else None)
         return
-    if scale is not None and all(s.is_integer() and Fraction(float(np.float32(1 / s))) >= Fraction(1, int(s))
-                                 for s in scale):
+    if whole and all(Fraction(float(np.float32(1 / s))) >= Fraction(1, int(s)) for s in scale):
         # whole scales whose float32 reciprocal is not below 1 / s: ONNX's floor(i / s) is torch's index
         b.add("Resize", [x, "", b.const(np.array([1, 1, *scale], np.float32), "scales")], outs,
               mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
@@ -338,27 +340,98 @@ def _resize(b, node, ins, outs):
     b.add("Gather", [rows, _nearest_index(b, node, ins, 3)], outs, axis=3)
 
 
-def _bilinear_scales(b, node, ins) -> str:
-    """Resize scales. torch copies an axis whose output length equals its input length, whatever
-    the scale (1 < scale < 2 on short axes); onnxruntime would interpolate it, so such an axis
-    gets scale 1, decided at run time when its length is symbolic."""
-    a = node.attrs
-    scales = []
-    for axis, s in zip((2, 3), a["scale"]):
-        length = node.inputs[0].shape[axis]
-        if a["align_corners"] or not 1 < s < 2:
-            scales.append(s)
-        elif D.is_static(length):
-            scales.append(1.0 if node.outputs[0].shape[axis] == length else s)
-        else:
-            length = b.shape_dims(ins[0], axis, axis + 1, "len")
-            same = b.add("Equal", [_resized_len(b, node, ins, axis), length], "same")
-            scales.append(b.add("Where", [same, b.const(np.ones(1, np.float32), "one"),
-                                          b.const(np.array([s], np.float32), "scale")], "axis_scale"))
-    if not any(isinstance(s, str) for s in scales):
-        return b.const(np.array([1, 1, *scales], np.float32), "scales")
-    parts = [s if isinstance(s, str) else b.const(np.array([s], np.float32), "scale") for s in scales]
-    return b.add("Concat", [b.const(np.ones(2, np.float32), "ones")] + parts, "scales", axis=0)
+def _linear_resize_merged(b, node, ins, outs, kw: dict, scale=None):
+    """Resize(mode=linear) of x [N, C, H, W] viewed as [N * C, 1, H, W]: by `scale` if given, else
+    to its output sizes; the result is viewed as [N, C, H', W'].
+
+    Why the Reshapes: onnxruntime's CPU linear Resize takes a 4-D input only when it resizes the
+    last two axes (or the middle two, NHWC), and at its default optimisation level its transpose
+    optimiser pushes neighbouring Transposes through a Resize, which can move the resized axes: a
+    valid model then fails to run ("'Linear' mode only supports: ... 4-D inputs with the
+    corresponding outermost 2 scale values being 1"), e.g. permute -> resize -> transpose. The
+    optimiser does not move Transposes through a Reshape. (Its Resize handling:
+    microsoft/onnxruntime#9857, #9870, #17664. opset 18's `axes=[2, 3]` fares worse there; a 3-D
+    Resize runs as a slower trilinear one.)"""
+    x = ins[0]
+    in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+
+    def dims(shape, start, end, hint):      # [ints] when static, else a name read at run time
+        part = shape[start:end]
+        if all(D.is_static(d) for d in part):
+            return [int(d) for d in part]
+        return b.shape_dims(x, start, end, hint)
+
+    def cat(parts, hint):
+        if all(isinstance(p, list) for p in parts):
+            return b.ints([d for p in parts for d in p], hint)
+        return b.add("Concat", [b.ints(p) if isinstance(p, list) else p for p in parts], hint, axis=0)
+
+    nc = dims(in_shape, 0, 2, "nc")
+    # N * C first: a Reshape copies a 0 from its input, so a batch of 0 stays 0
+    if isinstance(nc, list):
+        merged = [[nc[0] * nc[1], 1]]
+    else:
+        merged = [b.add("ReduceProd", [nc], "nc_prod", keepdims=1), [1]]
+    hw_out = [[int(out_shape[axis])] if D.is_static(out_shape[axis]) else _resized_len(b, node, ins, axis)
+              for axis in (2, 3)]
+    xm = b.add("Reshape", [x, cat([*merged, dims(in_shape, 2, 4, "hw_in")], "merged_shape")], "merged")
+    if scale is not None:
+        scales = b.const(np.array([1, 1, *scale], np.float32), "scales")
+        ym = b.add("Resize", [xm, "", scales], "resized", **kw)
+    else:
+        ym = b.add("Resize", [xm, "", "", cat([*merged, *hw_out], "sizes")], "resized", **kw)
+    b.add("Reshape", [ym, cat([nc, *hw_out], "unmerged_shape")], outs)
+
+
+def _bilinear_taps(b, node, ins, outs):
+    """Bilinear resize by scale= without align_corners, written out as torch computes it: along
+    W, then H, out[j] = x[i0] * w0 + x[i1] * w1 with the taps of `_linear_taps`."""
+    x_shape, y_shape = node.inputs[0].shape, node.outputs[0].shape
+    axes = [axis for axis in (3, 2)                     # torch copies an axis it does not resize
+            if not (D.is_static(x_shape[axis]) and x_shape[axis] == y_shape[axis])]
+    if not axes:
+        b.add("Identity", [ins[0]], outs)
+        return
+    y = ins[0]
+    for axis in axes:
+        i0, i1, w0, w1 = _linear_taps(b, node, ins, axis)
+        if axis == 2:                                   # weights [out, 1] against [N, C, out, W]
+            w0, w1 = (b.add("Unsqueeze", [w, b.ints([1])], "w_col") for w in (w0, w1))
+        lo = b.add("Mul", [b.add("Gather", [y, i0], "lo_in", axis=axis), w0], "lo")
+        hi = b.add("Mul", [b.add("Gather", [y, i1], "hi_in", axis=axis), w1], "hi")
+        y = b.add("Add", [lo, hi], outs if axis == axes[-1] else "resized_w")
+
+
+def _linear_taps(b, node, ins, axis: int):
+    """(i0, i1, w0, w1) along `axis`: torch's bilinear source positions and weights, in float32,
+    src = max(r * (j + 0.5) - 0.5, 0) with r = float32(1 / scale), i0 = min(floor(src), L - 1),
+    i1 = min(i0 + 1, L - 1), w1 = clamp(src - i0, 0, 1), w0 = 1 - w1; an output as long as its
+    input copies it (i0 = i1 = j, w0 = 1). Constants when the sizes are static."""
+    length, n_out = node.inputs[0].shape[axis], node.outputs[0].shape[axis]
+    r = np.float32(1 / node.attrs["scale"][axis - 2])
+    half, zero, one = np.float32(0.5), np.float32(0), np.float32(1)
+    if D.is_static(length) and D.is_static(n_out):
+        src = np.maximum(r * (np.arange(n_out, dtype=np.float32) + half) - half, zero)
+        i0 = np.minimum(np.floor(src).astype(np.int64), length - 1)
+        w1 = np.minimum(np.maximum(src - i0.astype(np.float32), zero), one)
+        return (b.ints(i0, "i0"), b.ints(np.minimum(i0 + 1, length - 1), "i1"),
+                b.const(one - w1, "w0"), b.const(w1, "w1"))
+    length = b.shape_dims(ins[0], axis, axis + 1, "len")                 # [1]
+    n_out = _resized_len(b, node, ins, axis)
+    j = b.add("Range", [b.ints(0), b.add("Squeeze", [n_out, b.ints([0])], "n"), b.ints(1)], "j")
+    jf = b.add("Add", [b.add("Cast", [j], "j_f", to=FLOAT), b.const(half, "half")], "j_half")
+    src = b.add("Sub", [b.add("Mul", [jf, b.const(r, "inv_scale")], "src_s"), b.const(half, "half")], "src_h")
+    src = b.add("Max", [src, b.const(zero, "zero")], "src")
+    last = b.add("Sub", [length, b.ints([1])], "last")
+    i0 = b.add("Min", [b.add("Cast", [b.add("Floor", [src], "src_fl")], "src_i", to=INT64), last], "i0")
+    w1 = b.add("Sub", [src, b.add("Cast", [i0], "i0_f", to=FLOAT)], "frac")
+    w1 = b.add("Min", [b.add("Max", [w1, b.const(zero, "zero")], "frac_lo"), b.const(one, "one")], "w1")
+    i1 = b.add("Min", [b.add("Add", [i0, b.ints([1])], "next"), last], "i1")
+    w0 = b.add("Sub", [b.const(one, "one"), w1], "w0")
+    same = b.add("Equal", [n_out, length], "same")
+    return (b.add("Where", [same, j, i0], "i0_c"), b.add("Where", [same, j, i1], "i1_c"),
+            b.add("Where", [same, b.const(one, "one"), w0], "w0_c"),
+            b.add("Where", [same, b.const(zero, "zero"), w1], "w1_c"))
 
 
 def _resized_len(b, node, ins, axis: int) -> str:

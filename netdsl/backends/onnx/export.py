@@ -2,9 +2,11 @@
 dim_params, value_info for every intermediate tensor.
 
 Weights are kept as numpy arrays until the end. `to_model` returns a complete
-ModelProto; `write_model` streams the weights straight from numpy into the file
+ModelProto; `StreamedModel` streams the weights straight from numpy into the file
 (no copy of the whole model in memory), which is most of the cost of compiling a
 large network. Both give the same bytes for the same graph, weights and opset.
+Models over protobuf's 2 GiB limit are written with external data: a .onnx file
+whose initializers point into a data file beside it.
 """
 from __future__ import annotations
 
@@ -16,12 +18,12 @@ from ... import __version__
 from ...errors import BackendError, UsageError
 from ...ir import dims as D
 from ...ir.graph import Graph, param_key
+from ...passes import size_rules
 from .builder import OnnxBuilder
 from .emitters import EMITTERS
 from ...weights import resolve
 
-MIN_OPSET, MAX_OPSET = 13, 21
-DEFAULT_OPSET = 17
+from ..opsets import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET  # noqa: F401 - re-exported
 _DTYPES = {np.dtype("float32"): TensorProto.FLOAT, np.dtype("int64"): TensorProto.INT64}
 
 
@@ -47,6 +49,27 @@ def _value_info(name: str, shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
+def _value_names(b: _WeightsByReference, graph: Graph) -> dict:
+    """IR value name -> ONNX value name, with every name b will use reserved in b.
+
+    The graph's input and output names are its interface, and initializers are named as the
+    state_dict: these keep their names. An internal value whose IR name is one of them (a layer
+    labelled `y` in a network with an output `y` that is another value) gets a fresh name, and
+    so do the constants the emitters make (they come from b.fresh)."""
+    interface = {v.name for v in graph.inputs} | {name for name, _ in graph.outputs} | set(b.layout)
+    for name in interface:
+        b.reserve(name)
+    internal = [v for n in graph.nodes for v in n.outputs]
+    for v in internal:
+        b.reserve(v.name)
+    names = {v.name: v.name for v in graph.inputs}
+    output_as_itself = {id(v) for name, v in graph.outputs if name == v.name}
+    for v in internal:
+        clash = v.name in interface and id(v) not in output_as_itself
+        names[v.name] = b.fresh(v.name) if clash else v.name
+    return names
+
+
 def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     """The model without its initializers, and {weight name: ParamSpec} of those it uses."""
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
@@ -55,28 +78,26 @@ def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     if missing:
         raise BackendError(f"the onnx target does not support: {', '.join(missing)}")
     b = _WeightsByReference(opset, weights, graph.state_layout())
-    for v in graph.inputs:
-        b.reserve(v.name)
+    onnx_name = _value_names(b, graph)
     for n in graph.nodes:
-        for v in n.outputs:
-            b.reserve(v.name)
-    for n in graph.nodes:
-        EMITTERS[n.op](b, n, [v.name for v in n.inputs], [v.name for v in n.outputs])
+        EMITTERS[n.op](b, n, [onnx_name[v.name] for v in n.inputs], [onnx_name[v.name] for v in n.outputs])
 
     outputs = []
     for name, v in graph.outputs:
-        if v.name != name:    # an input, or a value that is output twice under two names
-            b.add("Identity", [v.name], [name])
+        if onnx_name[v.name] != name:   # an input, a value output under several names, or renamed
+            b.add("Identity", [onnx_name[v.name]], [name])
         outputs.append(_value_info(name, v.shape))
     out_names = {name for name, _ in graph.outputs}
-    value_info = [_value_info(v.name, v.shape) for n in graph.nodes for v in n.outputs
-                  if v.name not in out_names]
+    value_info = [_value_info(onnx_name[v.name], v.shape) for n in graph.nodes for v in n.outputs
+                  if onnx_name[v.name] not in out_names]
     g = helper.make_graph(b.nodes, graph.name, [_value_info(v.name, v.shape) for v in graph.inputs],
                           outputs, initializer=list(b.initializers.values()), value_info=value_info,
                           doc_string=graph.doc or "")
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(g, opset_imports=opsets, producer_name="netdsl", producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opsets)
+    rules = size_rules.to_json(graph)       # the input sizes that work, for `netdsl run` to check
+    helper.set_model_props(model, {size_rules.METADATA_KEY: rules})
     return model, b.used
 
 
@@ -114,35 +135,96 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def write_model(graph: Graph, weights: dict, path, opset: int = DEFAULT_OPSET) -> None:
-    """Write the model to an open binary file or a path, streaming the weights.
+# protobuf cannot serialize or parse a message of 2 GiB or more: larger models keep their
+# weights in a separate file ("external data")
+PROTOBUF_LIMIT = 2 ** 31 - 1
+_ALIGN = 4096       # external data offsets of all but tiny tensors, as onnx aligns them for mmap
 
-    Protobuf merges repeated occurrences of an embedded message field, so the model
-    is written as the model without weights followed by a second `graph` field that
-    holds only the initializers, each raw_data written directly from its array."""
-    model, used = build_graph_proto(graph, weights, opset)
-    chunks: list = []
-    total = 0
-    for name, spec in used.items():
-        header = _tensor_header(name, spec).SerializeToString()
-        nbytes = int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-        tensor_len = len(header) + 1 + len(_varint(nbytes)) + nbytes
-        prefix = b"\x2a" + _varint(tensor_len) + header + b"\x4a" + _varint(nbytes)
-        chunks.append((prefix, name, spec))
-        total += len(prefix) + nbytes
-    head = model.SerializeToString()
 
-    def emit(f):
-        f.write(head)
+class StreamedModel:
+    """A model whose weights are written straight from their arrays, never copied into protos:
+    either inline in one .onnx file, or as external data (a .onnx plus a data file)."""
+
+    def __init__(self, graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
+        self.model, used = build_graph_proto(graph, weights, opset)
+        self.weights = weights
+        self.tensors = [(name, spec, int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize)
+                        for name, spec in used.items()]
+
+    def _bytes(self, name, spec):
+        arr = _array(self.weights, name, spec)      # waits for a fill still running
+        return memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")
+
+    # ---- one file
+
+    def _inline_layout(self):
+        """Protobuf merges repeated occurrences of an embedded message field, so the model is
+        written as the model without weights followed by a second `graph` field that holds
+        only the initializers, each raw_data written directly from its array."""
+        chunks, total = [], 0
+        for name, spec, nbytes in self.tensors:
+            header = _tensor_header(name, spec).SerializeToString()
+            tensor_len = len(header) + 1 + len(_varint(nbytes)) + nbytes
+            prefix = b"\x2a" + _varint(tensor_len) + header + b"\x4a" + _varint(nbytes)
+            chunks.append((prefix, name, spec))
+            total += len(prefix) + nbytes
+        return chunks, total
+
+    def inline_size(self) -> int:
+        """The size of the single-file model, in bytes."""
+        _, total = self._inline_layout()
+        size = self.model.ByteSize()
+        return size + (1 + len(_varint(total)) + total if total else 0)
+
+    def write_inline(self, f) -> None:
+        chunks, total = self._inline_layout()
+        f.write(self.model.SerializeToString())
         if chunks:
             f.write(b"\x3a" + _varint(total))
             for prefix, name, spec in chunks:
-                arr = _array(weights, name, spec)   # waits for a fill still running
                 f.write(prefix)
-                f.write(memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B"))
+                f.write(self._bytes(name, spec))
 
+    # ---- external data
+
+    def _offsets(self):
+        offset, out = 0, []
+        for name, spec, nbytes in self.tensors:
+            if nbytes >= _ALIGN:
+                offset = -(-offset // _ALIGN) * _ALIGN
+            out.append((name, spec, offset, nbytes))
+            offset += nbytes
+        return out
+
+    def external_model(self, location: str) -> bytes:
+        """The .onnx file whose initializers refer to `location` (a file name beside it)."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        for name, spec, offset, nbytes in self._offsets():
+            t = _tensor_header(name, spec)
+            t.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(nbytes))):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+            model.graph.initializer.append(t)
+        return model.SerializeToString()
+
+    def write_data(self, f) -> None:
+        """The external data file: every weight's raw bytes at the offsets external_model gives."""
+        pos = 0
+        for name, spec, offset, nbytes in self._offsets():
+            if offset > pos:
+                f.write(bytes(offset - pos))
+            f.write(self._bytes(name, spec))
+            pos = offset + nbytes
+
+
+def write_model(graph: Graph, weights: dict, path, opset: int = DEFAULT_OPSET) -> None:
+    """Write the single-file model to an open binary file or a path, streaming the weights.
+    (Network.save_onnx is the safe way to write a path: atomic, and external data when needed.)"""
+    model = StreamedModel(graph, weights, opset)
     if hasattr(path, "write"):
-        emit(path)
+        model.write_inline(path)
     else:
         with open(path, "wb") as f:
-            emit(f)
+            model.write_inline(f)

@@ -158,6 +158,9 @@ EMITTERS["center_crop"] = TorchEmitter(lambda n, ins, m: f"center_crop({ins[0]},
 
 
 def _resize_call(n, ins, m):
+    """F.interpolate defines the rule (see `resize` in docs/language.md): with scale_factor=,
+    and recompute_scale_factor unset, torch sizes by floor(L * s) in double and reads positions
+    from 1 / s; shape inference and the ONNX graph copy that."""
     a = n.attrs
     if a["like"]:
         size = f"{ins[1]}.shape[-2:]"
