@@ -1,6 +1,7 @@
 """The embedded Python API: load(), loads() and Network."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UsageError
@@ -31,7 +32,8 @@ class Network:
 
     def with_inputs(self, inputs) -> "Network":
         """The same network with concrete input shapes ({name: (1, 3, 224, 224)}, or one shape)."""
-        return Network(self.program, self.name, self.params, _input_map(self.graph, inputs))
+        return Network(self.program, self.name, self.params,
+                       _input_map(declared_inputs(self.program, self.name), self.name, inputs))
 
     # ---- analysis
     def summary(self, inputs=None) -> dict:
@@ -59,12 +61,12 @@ class Network:
     # ---- weights
     def init_weights(self, seed: int = 0) -> dict:
         from .weights import init_weights
-        return init_weights(self.graph, seed)
+        return init_weights(self.graph, _check_seed(seed))
 
     def _weights(self, weights, seed: int, wait: bool = True) -> dict:
         from .weights import check_weights, from_state_dict, init_weights, load_weights
         if weights is None:
-            return init_weights(self.graph, seed, wait=wait)
+            return init_weights(self.graph, _check_seed(seed), wait=wait)
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights)
         elif hasattr(weights, "state_dict") and callable(weights.state_dict):
@@ -84,6 +86,9 @@ class Network:
     def to_torch(self, weights=None, seed: int = 0):
         """A live torch.nn.Module; weights from `weights` or deterministic from `seed`."""
         from .backends.torch.live import build_module
+        from .param_memory import check_params_fit
+        # the module's own parameters, and the arrays loaded into them
+        check_params_fit(self.graph, copies=2, purpose="a torch module with its weights")
         return build_module(self.graph, self._weights(weights, seed), self.torch_source())
 
     def to_onnx(self, weights=None, opset: int = 17, seed: int = 0):
@@ -91,31 +96,99 @@ class Network:
         from .backends.onnx import to_model
         return to_model(self.graph, self._weights(weights, seed), opset)
 
-    def save_onnx(self, path, weights=None, opset: int = 17, seed: int = 0) -> None:
-        """Write the ONNX model to `path` (atomically), streaming the weights."""
-        from .atomic import atomic_write
-        from .backends.onnx.export import write_model
-        weights = self._weights(weights, seed, wait=False)   # written while still being generated
-        with atomic_write(path) as f:
-            write_model(self.graph, weights, f, opset)
+    def save_onnx(self, path, weights=None, opset: int = 17, seed: int = 0,
+                  external_data: bool | None = None):
+        """Write the ONNX model to `path`, streaming the weights; see `netdsl.output` for what
+        happens to what is at the path (a file is replaced atomically, a symlink followed, a
+        device written in place; "-" is standard output; an open binary file is written).
+
+        A model over protobuf's 2 GiB limit keeps its weights in a data file beside it,
+        `PATH.data` ("external data"); `external_data=True` does so at any size, False never.
+        Returns the data file's path, or None when the weights are inside the .onnx file."""
+        from .backends.onnx.export import PROTOBUF_LIMIT, StreamedModel
+        from .output import describe, is_file_object, write_outputs
+        if external_data not in (None, True, False):
+            raise UsageError(f"external_data is True, False or None (automatic), got {external_data!r}")
+        if is_file_object(path) and _is_text_file(path):
+            raise UsageError(f"save_onnx writes bytes: open {describe(path)} in binary mode ('wb')")
+        model = StreamedModel(self.graph, {}, opset)     # the size is known before any weight is made
+        size = model.inline_size()
+        too_big = (f"network {self.name} is {size / 2 ** 30:.2f} GiB as ONNX, over protobuf's 2 GiB "
+                   "limit for one file: ") if size > PROTOBUF_LIMIT else ""
+        if external_data is None:
+            external_data = bool(too_big)
+        elif not external_data and too_big:
+            raise UsageError(too_big + "write it with external data")
+        if external_data and (is_file_object(path) or str(path) == "-"):
+            raise UsageError(f"{too_big}external data is written as a .onnx plus a data file beside "
+                             f"it, which needs a file path, not {describe(path)}")
+        model.weights = self._weights(weights, seed, wait=False)   # written while still being generated
+        if not external_data:
+            write_outputs([(path, model.write_inline)])
+            return None
+        data_path = os.fspath(path) + ".data"
+        location = os.path.basename(data_path)
+        head = model.external_model(location)
+        # the data first: a model that refers to it is only ever committed after it
+        write_outputs([(data_path, model.write_data), (path, lambda f: f.write(head))],
+                      require_regular=True)
+        return data_path
 
     def save_torch_source(self, path) -> None:
-        """Write the standalone PyTorch source to `path` (atomically)."""
-        from .atomic import atomic_write
-        source = self.torch_source()
-        with atomic_write(path, "w") as f:
-            f.write(source)
+        """Write the standalone PyTorch source to `path`, with the same rules as save_onnx
+        (an open file may be binary or text)."""
+        from .output import write_outputs
+        source = self.torch_source().encode("utf-8")
+        write_outputs([(path, lambda f: f.write(source))])
 
     def __repr__(self):
         return f"<netdsl.Network {self.name} {self.params}>"
 
 
-def _input_map(graph: Graph, inputs) -> dict:
-    if isinstance(inputs, dict):
+def _is_text_file(f) -> bool:
+    import io
+    return isinstance(f, io.TextIOBase)
+
+
+def _input_map(names: list, network: str, inputs) -> dict:
+    if isinstance(inputs, dict):       # unknown names are reported by elaboration, located
         return {k: _shape_tuple(v, k) for k, v in inputs.items()}
-    if len(graph.inputs) != 1:
-        raise UsageError(f"network {graph.name} has {len(graph.inputs)} inputs: give shapes by name")
-    return {graph.inputs[0].name: _shape_tuple(inputs, graph.inputs[0].name)}
+    if len(names) != 1:
+        raise UsageError(f"network {network} has {len(names)} inputs ({', '.join(names)}): "
+                         "give shapes by name")
+    return {names[0]: _shape_tuple(inputs, names[0])}
+
+
+def declared_inputs(program: Program, name: str) -> list:
+    """The names of a network's inputs, from its declarations rather than from elaborating it:
+    with symbolic sizes it may not elaborate at all (Flatten -> Linear)."""
+    from .frontend import ast as A
+    defn = Elaborator(program)._resolve_network(name)[0]
+    names, seen, stack = [], set(), list(reversed(defn.body))
+    while stack:
+        st = stack.pop()
+        if isinstance(st, A.InputDecl):
+            if st.name not in seen:      # a set: a network may declare thousands of inputs
+                seen.add(st.name)
+                names.append(st.name)
+        elif isinstance(st, A.If):
+            for _, body in reversed(st.branches):
+                stack.extend(reversed(body))
+            stack.extend(reversed(st.orelse or []))
+        elif isinstance(st, A.For):
+            stack.extend(reversed(st.body))
+    return names
+
+
+def _check_seed(seed) -> int:
+    import operator
+    try:
+        value = operator.index(seed) if not isinstance(seed, bool) else None
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value < 2 ** 64:
+        raise UsageError(f"a seed is an integer from 0 to 2**64 - 1, got {seed!r}")
+    return value
 
 
 def _shape_tuple(v, name) -> tuple:
@@ -130,13 +203,22 @@ def _shape_tuple(v, name) -> tuple:
     return dims
 
 
-def load(path, network: str | None = None, **params) -> Network:
-    """Load a .net file and pick a network (default: the file's only one)."""
-    program = load_program(path=Path(path))
-    return Network(program, choose_network(program, network), params)
+def load(path, network: str | None = None, *, inputs=None, **params) -> Network:
+    """Load a .net file and pick a network (default: the file's only one), elaborated at once so
+    that any error in it, or in `params`, is raised here. `inputs` gives concrete input shapes
+    ({name: (1, 3, 224, 224)}, or one shape), for networks that need them to elaborate."""
+    return _elaborated(load_program(path=Path(path)), network, inputs, params)
 
 
-def loads(text: str, network: str | None = None, name: str = "<string>", **params) -> Network:
+def loads(text: str, network: str | None = None, name: str = "<string>", *, inputs=None,
+          **params) -> Network:
     """Like load, from source text."""
-    program = load_program(text=text, name=name)
-    return Network(program, choose_network(program, network), params)
+    return _elaborated(load_program(text=text, name=name), network, inputs, params)
+
+
+def _elaborated(program: Program, network: str | None, inputs, params: dict) -> Network:
+    net = Network(program, choose_network(program, network), params)
+    if inputs is not None:
+        net = net.with_inputs(inputs)
+    net.graph       # elaborate now: errors belong to the call that caused them
+    return net

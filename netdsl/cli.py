@@ -10,10 +10,10 @@ imports torch; only `--weights model.pt` does.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -43,6 +43,8 @@ def _input_arg(text: str):
     parts = re.split(r"[xX,]", dims)
     if any(len(p) > 12 for p in parts):
         raise argparse.ArgumentTypeError(f"a dim in {text!r} is far too large")
+    if any(int(p) == 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"dims must be positive, got {text!r}")
     return (name or None), tuple(int(d) for d in parts)
 
 
@@ -61,6 +63,21 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _seed(text: str) -> int:
+    v = _int(text)
+    if not 0 <= v < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**64 - 1, got {text!r}")
+    return v
+
+
+def _opset(text: str) -> int:
+    from .backends.opsets import MAX_OPSET, MIN_OPSET
+    v = _int(text)
+    if not MIN_OPSET <= v <= MAX_OPSET:
+        raise argparse.ArgumentTypeError(f"opset {v} is not supported (choose {MIN_OPSET} to {MAX_OPSET})")
+    return v
 
 
 # ---- the parser ------------------------------------------------------------------------
@@ -125,11 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile a network. --target onnx writes a serialized ONNX ModelProto (built "
                     "without torch) with weights from --weights or deterministic random ones from "
                     "--seed; --target torch writes a standalone Python module that needs only torch. "
-                    "The output is written atomically: a failed compile leaves OUT untouched.")
+                    "A regular OUT is replaced atomically: a failed or interrupted compile leaves it "
+                    "untouched. A symlink is followed; a device or FIFO is written in place. ONNX "
+                    "models over 2 GiB keep their weights in OUT.data (external data).")
     _common(k)
     k.add_argument("--target", "-t", choices=("onnx", "torch"), required=True, help="what to generate")
     k.add_argument("-o", "--output", metavar="OUT", required=True,
-                   help="output file ('-' for standard output)")
+                   help="output file ('-' for standard output); a symlink is followed, a device "
+                        "such as /dev/null is written in place")
+    k.add_argument("--external-data", action="store_true",
+                   help="--target onnx: keep the weights in a data file beside OUT (OUT.data), as "
+                        "is done anyway for models over protobuf's 2 GiB limit")
     _model_options(k, seed_help="seed of the deterministic random weights (default 0)",
                    weights_help="weights for --target onnx: a .npz archive or a torch state_dict "
                                 "(.pt/.pth) keyed by parameter path")
@@ -155,25 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_options(parser: argparse.ArgumentParser, seed_help: str, weights_help: str):
     """--opset, --seed and --weights, shared by compile and run."""
-    parser.add_argument("--opset", type=_int, default=17, metavar="N",
-                        help="ONNX opset version (default 17)")
-    parser.add_argument("--seed", type=_int, default=0, metavar="N", help=seed_help)
+    parser.add_argument("--opset", type=_opset, default=None, metavar="N",
+                        help="ONNX opset version, 13 to 21 (default 17)")
+    parser.add_argument("--seed", type=_seed, default=0, metavar="N", help=seed_help)
     parser.add_argument("--weights", metavar="FILE", help=weights_help)
 
 
 # ---- entry point -----------------------------------------------------------------------
 
 def main(argv=None) -> int:
+    if argv is None:
+        # The `netdsl` process itself (Python callers pass argv): it builds one program and
+        # exits, so Python's cycle collector stays off. Each collection walks every AST node
+        # and IR value built so far, about a third of checking a 10,000-layer spec; what
+        # elaboration discards is almost all freed by reference counting anyway.
+        gc.disable()
     parser = build_parser()
     try:
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:     # --help, --version (0) and usage errors (2)
             return e.code if isinstance(e.code, int) else EXIT_USAGE
-        if args.command == "compile" and args.weights and args.target != "onnx":
-            print("netdsl compile: error: --weights applies to --target onnx (the torch source takes "
-                  "weights with model.load_state_dict)", file=sys.stderr)
-            return EXIT_USAGE
+        _check_command_line(args)
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("netdsl: interrupted", file=sys.stderr)
@@ -183,9 +209,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 - the last line of defence, see below
-        from .errors import NetDSLError
+        from .errors import CommandLineError, NetDSLError
+        if isinstance(e, CommandLineError):     # worded as argparse words its usage errors
+            print(f"netdsl {getattr(args, 'command', '')}: error: {e.message}", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(e, NetDSLError):
-            print(e.render(), file=sys.stderr)
+            print(_terminal_safe(e.render()), file=sys.stderr)
             return EXIT_ERROR
         if isinstance(e, BrokenPipeError):
             return EXIT_OK
@@ -195,6 +224,55 @@ def main(argv=None) -> int:
         return EXIT_INTERNAL
     finally:
         _cancel_background_work()
+
+
+# Characters that a terminal would act on rather than show: C0 controls other than newline and
+# tab, DEL and the C1 controls (colours, cursor moves, clearing the screen), and the bidirectional
+# overrides that can make text read differently from what it is.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on written as an escape (\\x1b)."""
+    return _UNSAFE.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else
+                       f"\\u{ord(m.group()):04x}", text)
+
+
+def _check_command_line(args):
+    """Options that contradict each other or the kind of FILE: usage errors (exit 2), found
+    before any file is read. Fills in defaults that depend on what was given."""
+    from .backends.opsets import DEFAULT_OPSET
+    if args.command == "compile" and args.target != "onnx":
+        if args.weights is not None:
+            raise _usage("--weights applies to --target onnx (the torch source takes weights with "
+                         "model.load_state_dict)")
+        if args.opset is not None:
+            raise _usage("--opset applies to --target onnx")
+        if args.external_data:
+            raise _usage("--external-data applies to --target onnx")
+    if args.command == "compile" and args.external_data and args.output == "-":
+        raise _usage("--external-data writes OUT and a data file beside it: give -o FILE, not -o -")
+    if args.command == "run" and Path(args.file).suffix.lower() == ".onnx":
+        for flag, given in (("--network", args.network), ("--set", args.sets),
+                            ("--weights", args.weights), ("--opset", args.opset)):
+            if given:
+                raise _usage(f"{flag} applies to .net specs; an .onnx model runs as it is")
+    keys = [key for key, _ in args.sets]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _usage(f"--set {key} given twice")
+    names = [name for name, _ in args.inputs]
+    for name in names:
+        if names.count(name) > 1:
+            raise _usage(f"--input {name} given twice" if name else
+                         "--input without a NAME given twice; name each input, as NAME=DIMS")
+    if hasattr(args, "opset") and args.opset is None:
+        args.opset = DEFAULT_OPSET
+
+
+def _usage(message: str):
+    from .errors import CommandLineError
+    return CommandLineError(message)
 
 
 def _cancel_background_work():
@@ -229,8 +307,6 @@ def _load(args):
     name = choose_network(program, args.network)
     overrides = {}
     for key, value in args.sets:
-        if key in overrides:
-            raise _error(f"--set {key} given twice")
         overrides[key] = parse_override(value, key)
     inputs = _input_shapes(program, name, args.inputs) if args.inputs else None
     return Network(program, name, overrides, inputs)
@@ -239,8 +315,8 @@ def _load(args):
 def _input_shapes(program, name, given) -> dict:
     """--input values by input name. The names come from the network's declarations, not from
     elaborating it: with symbolic sizes it may not elaborate at all (Flatten -> Linear)."""
-    from .api import _shape_tuple
-    names = _declared_inputs(program, name)
+    from .api import _shape_tuple, declared_inputs
+    names = declared_inputs(program, name)
     out = {}
     for key, dims in given:
         if key is None:
@@ -249,28 +325,9 @@ def _input_shapes(program, name, given) -> dict:
                              f"name the one to shape, as NAME=DIMS")
             key = names[0]
         if key in out:
-            raise _error(f"--input {key} given twice")
+            raise _usage(f"--input {key} given twice")
         out[key] = _shape_tuple(dims, key)
     return out
-
-
-def _declared_inputs(program, name) -> list:
-    from .frontend import ast as A
-    from .ir.elaborate import Elaborator
-    defn = Elaborator(program)._resolve_network(name)[0]
-    names, stack = [], list(reversed(defn.body))
-    while stack:
-        st = stack.pop()
-        if isinstance(st, A.InputDecl):
-            if st.name not in names:
-                names.append(st.name)
-        elif isinstance(st, A.If):
-            for _, body in reversed(st.branches):
-                stack.extend(reversed(body))
-            stack.extend(reversed(st.orelse or []))
-        elif isinstance(st, A.For):
-            stack.extend(reversed(st.body))
-    return names
 
 
 def _shape_text(shape) -> str:
@@ -286,7 +343,7 @@ def cmd_check(args) -> int:
     g = net.graph
     ins = ", ".join(f"{v.name} {_shape_text(v.shape)}" for v in g.inputs)
     outs = ", ".join(f"{n} {_shape_text(v.shape)}" for n, v in g.outputs)
-    print(f"ok: {net.name}: inputs {ins}; outputs {outs}; {summary['params']:,} params")
+    print(_terminal_safe(f"ok: {net.name}: inputs {ins}; outputs {outs}; {summary['params']:,} params"))
     for c in summary["constraints"]:
         print(f"  input sizes that work: {c}")
     return EXIT_OK
@@ -296,9 +353,10 @@ def cmd_summary(args) -> int:
     net = _load(args)
     if args.json:
         import json
-        print(json.dumps(net.summary(), indent=2, ensure_ascii=False))
+        print(_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}",
+                          json.dumps(net.summary(), indent=2, ensure_ascii=False)))
     else:
-        print(net.summary_text())
+        print(_terminal_safe(net.summary_text()))
     return EXIT_OK
 
 
@@ -307,64 +365,17 @@ def cmd_summary(args) -> int:
 def cmd_compile(args) -> int:
     net = _load(args)
     net.summary()       # reports unsatisfiable input-size constraints before generating anything
+    data = None
     if args.target == "onnx":
-        from .backends.onnx.export import write_model
-        weights = net._weights(args.weights, args.seed, wait=False)   # generated while being written
-
-        def emit(f):
-            write_model(net.graph, weights, f, args.opset)
+        data = net.save_onnx(args.output, weights=args.weights, opset=args.opset, seed=args.seed,
+                             external_data=True if args.external_data else None)
     else:
-        source = net.torch_source().encode("utf-8")
-
-        def emit(f):
-            f.write(source)
-    _write_atomic(args.output, emit)
+        net.save_torch_source(args.output)
     if args.output != "-":
-        print(f"wrote {args.output} ({args.target}, network {net.name}, {net.param_count():,} params)",
-              file=sys.stderr)
+        extra = f", weights in {data}" if data else ""
+        print(f"wrote {args.output} ({args.target}, network {net.name}, {net.param_count():,} params"
+              f"{extra})", file=sys.stderr)
     return EXIT_OK
-
-
-def _write_atomic(out: str, emit):
-    """Call `emit(binary_file)` on a temporary file in the directory of `out`, then os.replace it
-    onto `out`: `out` is either its old self or the complete new content, never partial, and
-    no temporary file is left behind whatever fails."""
-    if out == "-":
-        import io
-        buf = io.BytesIO()
-        emit(buf)
-        sys.stdout.flush()
-        sys.stdout.buffer.write(buf.getvalue())
-        sys.stdout.buffer.flush()
-        return
-    path = Path(out)
-    if path.is_dir():
-        raise _error(f"cannot write '{out}': it is a directory")
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp = None
-    try:
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            emit(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise _error(f"cannot write '{out}': {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # ---- run ----------------------------------------------------------------------------------------
@@ -391,22 +402,30 @@ def cmd_run(args) -> int:
             raise _error(f"cannot read '{args.file}': {e.strerror or e}") from None
         label = args.file
         given = _input_shapes_onnx(data, args.inputs, args.file)
+        data = args.file        # by path: onnxruntime finds external data beside the model
     else:
+        from .backends.onnx.export import PROTOBUF_LIMIT
         net = _load(args)
-        net = net.with_inputs(_concrete_inputs(net))
-        net.summary()
-        data = net.to_onnx(weights=args.weights, opset=args.opset, seed=args.seed).SerializeToString()
+        net = _with_checked_inputs(net)
+        model = net.to_onnx(weights=args.weights, opset=args.opset, seed=args.seed)
+        if model.ByteSize() > PROTOBUF_LIMIT:
+            raise _error(f"network {net.name} is {model.ByteSize() / 2 ** 30:.2f} GiB as ONNX, over "
+                         "protobuf's 2 GiB limit: compile it with `netdsl compile --target onnx -o "
+                         "FILE.onnx` (written with external data) and run FILE.onnx")
+        data = model.SerializeToString()
         label = f"network {net.name}"
         given = {v.name: tuple(int(d) for d in v.shape) for v in net.graph.inputs}
 
+    _check_input_memory(given)
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4     # fatal only: its errors reach the user as netdsl's messages
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=[provider])
     except Exception as e:  # noqa: BLE001 - onnxruntime reports bad models with many exception types
         raise _error(f"onnxruntime cannot load {label}: {_ort_message(e)}") from None
     if provider not in session.get_providers():
         raise _error(f"--provider {args.provider}: onnxruntime could not start {provider}")
+    _check_recorded_sizes(session, given, label)
 
     rng = np.random.default_rng(args.seed)
     feeds = {}
@@ -418,7 +437,7 @@ def cmd_run(args) -> int:
         if dtype is None:
             raise _error(f"{label}: input '{inp.name}' has type {inp.type}, which `run` cannot feed")
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+            feeds[inp.name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         elif dtype == np.bool_:
             feeds[inp.name] = rng.integers(0, 2, shape).astype(dtype)
         else:
@@ -449,9 +468,67 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _check_input_memory(shapes: dict):
+    """Refuse random inputs that cannot fit in memory (at 8 bytes an element, the widest)."""
+    from .memory import fits, gib
+    total = 0
+    for name, shape in shapes.items():
+        count = 1
+        for d in shape:
+            count *= int(d)
+        total += count * 8
+        if not fits(total):
+            raise _error(f"input '{name}' of shape {list(shape)} has {count:,} elements: the random "
+                         f"inputs would need {gib(total)}, more than this machine has free; "
+                         "give smaller sizes with --input")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+
+
 def _ort_message(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    """onnxruntime's (or onnx's) message, cleaned: first line, no colour codes, no status prefix."""
+    text = [line.strip() for line in _ANSI.sub("", str(e)).splitlines() if line.strip()]
+    return _ORT_PREFIX.sub("", text[0]) if text else type(e).__name__
+
+
+def _check_recorded_sizes(session, shapes: dict, label: str) -> None:
+    """The input-size constraints that netdsl recorded in the model's metadata, checked on
+    the concrete input shapes before anything runs (other sizes may run silently and compute
+    something else)."""
+    from .passes.size_rules import METADATA_KEY, RecordError, violation
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if text is None:
+        return
+    import json
+    try:
+        problem = violation(json.loads(text), shapes, label)
+    except (ValueError, RecordError) as e:     # json's errors are ValueErrors
+        print(f"netdsl run: warning: {label}: cannot read its {METADATA_KEY} metadata ({e}); input "
+              "sizes not checked", file=sys.stderr)
+        return
+    if problem:
+        raise _error(problem)
+
+
+def _with_checked_inputs(net):
+    """The network elaborated on concrete input shapes (--input, batch 1 by default); sizes its
+    constraints reject are a located error, with the sizes that work as notes."""
+    from .api import Network
+    from .errors import ShapeError
+    try:
+        sized = net.with_inputs(_concrete_inputs(net))
+        sized.summary()
+    except ShapeError as e:
+        if not e.notes:
+            try:
+                symbolic = Network(net.program, net.name, net.params)
+                e.notes += tuple(f"input sizes that work: {c}" for c in symbolic.summary()["constraints"])
+            except Exception:  # noqa: BLE001 - the symbolic network may not elaborate (Flatten -> Linear)
+                pass
+        raise
+    return sized
 
 
 def _concrete_inputs(net) -> dict:

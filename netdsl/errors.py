@@ -93,7 +93,8 @@ class NetDSLError(Exception):
         return "\n".join(out)
 
     def __str__(self) -> str:
-        return self.header()
+        # the located header without the CLI's "netdsl: " prefix when there is no location
+        return f"{self.span.location()}: error: {self.message}" if self.span else self.message
 
 
 def _excerpt(span: Span) -> list[str]:
@@ -139,8 +140,20 @@ class UsageError(NetDSLError):
     """A bad value given from outside the source: --set, --input, API arguments."""
 
 
+class CommandLineError(UsageError):
+    """A malformed or contradictory command line (the CLI exits with status 2)."""
+
+
 class BackendError(NetDSLError):
     """A target cannot express something, or a dependency it needs is missing."""
+
+
+class OutputError(UsageError):
+    """An output that cannot be written: a missing directory, a full disk, a directory given."""
+
+
+class ResourceLimitError(NetDSLError):
+    """A network that needs more memory (or another resource) than the machine has."""
 
 
 def suggest(name: str, candidates) -> str:

@@ -83,6 +83,8 @@ def init_weights(graph: Graph, seed: int = 0, wait: bool = True) -> dict:
 
     The fills run on a few threads. With wait=False the values are `PendingArray`s, so
     that a writer can start on the first parameters while later ones are generated."""
+    from .param_memory import check_params_fit
+    check_params_fit(graph, purpose="its random weights")     # a located error, not a MemoryError
     pool = _executor()
     pending = {name: PendingArray(*_init_one(name, spec, seed, pool))
                for name, spec in graph.state_layout().items()}
@@ -97,37 +99,65 @@ def resolve(value) -> np.ndarray:
 
 def load_weights(path: str | Path) -> dict:
     """Read a .npz archive or a torch state_dict (.pt / .pth) into numpy arrays."""
+    from .source_files import UnreadableFile, check_regular
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"weights file '{path}' does not exist")
+    try:
+        check_regular(p)
+    except UnreadableFile as e:
+        raise UsageError(f"cannot read weights from '{path}': {e.reason}") from None
     if p.suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read weights from '{path}': {e}") from None
+        except Exception as e:  # noqa: BLE001 - zipfile, zlib, numpy: all mean "not a usable .npz"
+            raise UsageError(f"cannot read weights from '{path}': {_reason(e)}") from None
     if p.suffix in (".pt", ".pth"):
         from .torch_support import require_torch
         torch = require_torch("loading .pt weights")
         try:
             obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many kinds here; all mean "not a state_dict file"
-            raise UsageError(f"cannot read weights from '{path}': {e}") from None
+            raise UsageError(f"cannot read weights from '{path}': {_reason(e)}") from None
         if hasattr(obj, "state_dict"):
             obj = obj.state_dict()
         if not isinstance(obj, dict):
             raise UsageError(f"'{path}' holds no state_dict")
-        return from_state_dict(obj)
+        return from_state_dict(obj, where=f"'{path}'")
     raise UsageError(f"weights file '{path}': use a .npz archive or a torch .pt/.pth state_dict")
 
 
-def from_state_dict(state: dict) -> dict:
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def from_state_dict(state: dict, where: str = "the state_dict") -> dict:
+    """numpy arrays from a state_dict of tensors or arrays. Half-precision and bfloat16 tensors
+    are widened to float32 and sparse ones made dense; keys must be strings."""
     out = {}
     for k, v in state.items():
+        if not isinstance(k, str):
+            raise UsageError(f"{where} has a key {k!r} of type {type(k).__name__}; "
+                             "state_dict keys are parameter paths (strings)")
         if hasattr(v, "detach"):
-            v = v.detach().cpu().numpy()
+            v = v.detach()
+            if getattr(v, "layout", None) is not None and str(v.layout) != "torch.strided":
+                v = v.to_dense()
+            if v.dtype.is_floating_point and v.element_size() < 4:     # float16, bfloat16
+                v = v.float()
+            try:
+                v = v.cpu().numpy()
+            except (TypeError, RuntimeError) as e:   # quantized, meta and other special tensors
+                raise UsageError(f"{where}: {k} cannot be read as an array ({_reason(e)})") from None
         out[k] = np.asarray(v)
     return out
+
+
+# numpy dtype kinds a weight may have: floats, signed and unsigned ints (converted to the
+# parameter's dtype); strings, objects, complex numbers and the like are refused
+_WEIGHT_KINDS = frozenset("fiu")
 
 
 def check_weights(graph: Graph, weights: dict) -> dict:
@@ -145,6 +175,9 @@ def check_weights(graph: Graph, weights: dict) -> dict:
         if k not in weights:
             continue
         arr = np.asarray(weights[k])
+        if arr.dtype.kind not in _WEIGHT_KINDS:
+            problems.append(f"{k} has dtype {arr.dtype}, not a real number type")
+            continue
         if tuple(arr.shape) != tuple(spec.shape):
             problems.append(f"{k} has shape {list(arr.shape)}, the network needs {list(spec.shape)}")
             continue

@@ -207,8 +207,8 @@ def test_bad_input_values_exit_1(specs):
     r = netdsl("check", f, "--input", "img=1x1x572x572")
     assert r.returncode == 1
     assert "network UNet has no input 'img' (its inputs: image) (did you mean 'image'?)" in r.stderr
-    r = netdsl("check", f, "--input", "image=1x1x0x572")
-    assert r.returncode == 1
+    r = netdsl("check", f, "--input", "image=1x1x0x572")     # a malformed option, as a negative dim is
+    assert r.returncode == 2
     assert "dims must be positive" in r.stderr
 
 
@@ -282,7 +282,7 @@ def test_compile_onnx_opset_and_seed(specs, tmp_path):
     assert mb.opset_import[0].version == 13
     assert a.read_bytes() != b.read_bytes()
     r = netdsl("compile", str(specs / "small.net"), "-t", "onnx", "-o", str(c), "--opset", "5")
-    assert r.returncode == 1 and "opset 5 is not supported" in r.stderr
+    assert r.returncode == 2 and "opset 5 is not supported" in r.stderr
 
 
 def test_compile_onnx_with_npz_weights(specs, tmp_path):
@@ -409,7 +409,7 @@ def test_run_onnx_file(specs, tmp_path):
     r = netdsl("run", str(out), "--input", "image=1x3x92x92")
     assert r.returncode == 1 and "dim 1 is fixed to 1 by the model, got 3" in r.stderr
     r = netdsl("run", str(out), "--set", "depth=3")
-    assert r.returncode == 1 and "--set applies to .net specs" in r.stderr
+    assert r.returncode == 2 and "--set applies to .net specs" in r.stderr
 
 
 def test_run_not_an_onnx_file(tmp_path):

@@ -37,7 +37,8 @@ CASES = [
      "unexpected '}' (expected ')' or ',')", E.ParseError),
     ("extra paren", net("output y = x -> Conv2d(4, 3))"), "2:29", "unexpected ')'", E.ParseError),
     ("bad character", net("output y = x -> Conv2d(4, 3) $"), "2:30", "unexpected character '$'", E.ParseError),
-    ("unterminated string", net('output y = x -> Conv2d(4, "3)'), "2:27", "unexpected character '\"'",
+    ("unterminated string", net('output y = x -> Conv2d(4, "3)'), "2:27",
+     "unterminated string literal (a \"...\" or '...' string ends on its line; \"\"\"...\"\"\" may span lines)",
      E.ParseError),
     ("smart quotes", net("output y = x -> Conv2d(4, \u201c3\u201d)"), "2:27",
      "unexpected character '\u201c'; strings use plain quotes (\" or ')", E.ParseError),
@@ -57,9 +58,10 @@ CASES = [
     ("block inputs without parameter list", "block B (x) -> y { y = x -> ReLU }\n", "1:13",
      "unexpected '->' (expected '(' or '{'); a block with named inputs lists its parameters first, "
      "even when it has none: block B() (x) -> y { ... }", E.ParseError),
-    ("invalid escape", net('output y = x -> Linear(len("a\\qb"))'), "2:28",
-     "invalid string literal: invalid escape sequence '\\q'", E.ParseError),
-    ("NUL in string", net('output y = x -> Linear(len("a\0b"))'), "2:28",
+    ("invalid escape", net('output y = x -> Linear(len("a\\qb"))'), "2:30",
+     "invalid string literal: invalid escape sequence '\\q' (escapes: \\\\ \\\" \\' \\n \\t \\r \\xHH "
+     "\\uHHHH \\UHHHHHHHH)", E.ParseError),
+    ("NUL in string", net('output y = x -> Linear(len("a\0b"))'), "2:30",
      "a string cannot contain a NUL character", E.ParseError),
     ("integer literal too large", net("output y = x -> Linear(99999999999999999999)"), "2:24",
      "integer literal too large (compile-time integers are limited to 64 bits)", E.ParseError),
@@ -456,7 +458,7 @@ def test_input_not_positive():
 
 def test_input_one_shape_for_two_inputs():
     err = input_error((1, 3, 8, 8))
-    assert err.header() == "netdsl: error: network T has 2 inputs: give shapes by name"
+    assert err.header() == "netdsl: error: network T has 2 inputs (x, z): give shapes by name"
 
 
 def test_input_too_small_for_the_network():

@@ -1,0 +1,695 @@
+"""A grammar-aware generator of random, mostly valid netdsl specs for differential fuzzing.
+
+It tracks every tensor's shape while it writes the spec, so that most specs pass the
+checker: each dim is a (representative size, key) pair. The representative size is the
+value the dim takes at the sizes the fuzzer runs first (`Spec.symbols`); the key is None
+for a fixed dim, and otherwise a formula that two dims share only when they are equal for
+every input size, so `+`, `concat` and `center_crop` join tensors that really match.
+Specs come out one statement or chain stage per line, so that deleting lines (the
+minimiser's move) keeps most of them parseable.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+# ---- names -----------------------------------------------------------------------------
+
+# Names that have broken the generated Python: keywords, nn.Module attributes, dunders,
+# the generated module's globals. Used at random in every naming position.
+TRICKY = ["training", "forward", "cpu", "cuda", "keys", "_modules", "_parameters", "_buffers",
+          "__dict__", "__class__", "__init__", "__call__", "_version", "_apply", "state_dict",
+          "eval", "train", "to", "float", "half", "type", "parameters", "modules", "children",
+          "register_buffer", "dump_patches", "call_super_init", "zero_grad", "apply",
+          "class", "def", "lambda", "None", "True", "pass", "yield", "async", "await", "global",
+          "self", "super", "torch", "nn", "F", "range", "x", "h", "y", "__w", "__w__", "_", "__",
+          "weight", "bias", "layer", "conv", "relu"]
+PLAIN = ["conv", "enc", "dec", "head", "body", "stem", "fc", "proj", "gate", "mix", "norm", "act",
+         "down", "up", "skip", "branch", "attn", "pool", "cls", "tok"]
+BLOCK_NAMES = ["Unit", "Res", "Tower", "Split", "Deep", "torch", "F", "nn", "range", "super",
+               "Module", "Net", "Sequential", "forward", "self"]
+DOCS = ['"A plain docstring."', '"tab\\tand newline\\n and quote \\" and backslash \\\\"',
+        "'single \\'quoted\\''", '"""Multi-line\n    docstring with ""\n    indentation."""',
+        '"braces {} and %s and \'\'\'"', '"\\x41\\x7f"', '"\\u00e9\\u2603"',
+        '"\\U0001F600"', '""', '"trailing \\\\"', '"caf\u00e9 \u2603 unicode text"']
+# escapes whose meaning is for the language to decide (accepted or a located error)
+ODD_DOCS = ['"\\N{BULLET}"', '"\\ud800"', '"\\u12"', '"\\q unknown escape"', '"\\U0011FFFF"', '"\\x"']
+
+
+TRICKY_P = 0.08     # chance that a name is drawn from TRICKY / BLOCK_NAMES
+
+
+@dataclass
+class Spec:
+    text: str
+    symbols: dict = field(default_factory=dict)     # symbol -> representative size
+    features: tuple = ()                            # what the spec uses (for coverage stats)
+
+
+class _Fail(Exception):
+    """An op did not fit the tensor it was offered; the caller picks another."""
+
+
+class Gen:
+    def __init__(self, rng: random.Random):
+        self.r = rng
+        self.lines: list[str] = []
+        self.used: set[str] = set()          # labels/names used in the current scope
+        self.tensors: dict[str, tuple] = {}  # name -> shape (tuple of (rep, key))
+        self.symbols: dict[str, int] = {}
+        self.features: set[str] = set()
+        self.blocks: list[tuple] = []        # (kind, name)
+        self.params: dict[str, int] = {}     # network int parameters -> value
+        self.n_tmp = 0
+
+    # ---- helpers
+    def chance(self, p):
+        return self.r.random() < p
+
+    def label(self, force=False):
+        """'' or 'name: ' with a fresh name, sometimes a tricky one."""
+        if not force and self.chance(0.5):
+            return ""
+        for _ in range(20):
+            name = self.r.choice(TRICKY) if self.chance(TRICKY_P) else self.r.choice(PLAIN) + str(self.r.randint(0, 9))
+            if name not in self.used:
+                self.used.add(name)
+                if name in TRICKY:
+                    self.features.add("tricky_name")
+                return f"{name}: "
+        return ""
+
+    def fresh(self, stem="t"):
+        self.n_tmp += 1
+        return f"{stem}{self.n_tmp}"
+
+    def doc(self):
+        return self.r.choice(ODD_DOCS if self.chance(0.2) else DOCS)
+
+    def param_name(self, default):
+        """A fresh name for a `param`: a label that is not a tensor name already."""
+        name = self.label(force=True)[:-2]
+        return default + str(self.n_tmp) if not name or name in ("x", "y", "z", "h") else name
+
+    def int_expr(self, v):
+        """v written as a literal, or through a network parameter."""
+        for p, pv in self.params.items():
+            if pv == v and self.chance(0.4):
+                return p
+            if 2 * pv == v and self.chance(0.3):
+                return f"2 * {p}"
+        return str(v)
+
+    # ---- single-input ops: return (stage text, new shape) or raise _Fail
+    def op(self, s):
+        r = len(s)
+        choices = ["act", "act", "dropout", "softmax", "identity"]
+        if r == 4:
+            choices += ["conv2d"] * 5 + ["deconv", "maxpool", "maxpool", "avgpool", "adaptive", "global",
+                                          "bn2d", "bn2d", "lrn", "resize", "resize", "flatten", "mean",
+                                          "select", "transpose", "permute", "reshape", "layernorm", "linear"]
+        elif r == 3:
+            choices += ["conv1d", "conv1d", "bn1d", "linear", "linear", "layernorm", "mha", "mha", "lrn",
+                        "transpose", "flatten", "mean", "select", "permute"]
+        elif r == 2:
+            choices += ["linear", "linear", "bn1d", "layernorm"]
+        else:
+            choices += ["linear", "flatten"]
+        for _ in range(8):
+            kind = self.r.choice(choices)
+            try:
+                text, out = getattr(self, "op_" + kind)(s)
+            except _Fail:
+                continue
+            self.features.add(kind)
+            return text, out
+        return "ReLU", s
+
+    def op_act(self, s):
+        return self.r.choice(["ReLU", "SiLU", "Sigmoid", "Tanh", "GELU", "GELU(approximate = 'tanh')",
+                              "LeakyReLU", "LeakyReLU(0.2)", "ELU", "ELU(alpha = 0.5)"]), s
+
+    def op_identity(self, s):
+        return "Identity", s
+
+    def op_dropout(self, s):
+        return f"Dropout({self.r.choice(['0.0', '0.3', 'p = 0.5'])})", s
+
+    def op_softmax(self, s):
+        d = self.r.randint(-len(s), len(s) - 1)
+        return f"{self.r.choice(['Softmax', 'LogSoftmax'])}({self.r.choice([str(d), f'dim = {d}'])})", s
+
+    def _concrete(self, dim):
+        if dim[1] is not None:
+            raise _Fail
+        return dim[0]
+
+    def _sp(self, dim, rep, tag):
+        """Output dim from input dim: same key kind, new representative."""
+        if rep < 1:
+            raise _Fail
+        if dim[1] is None:
+            return (rep, None)
+        return (rep, f"{tag}({dim[1]})")
+
+    def _pair(self, lo, hi):
+        if self.chance(0.75):
+            v = self.r.randint(lo, hi)
+            return v, (v, v)
+        a, b = self.r.randint(lo, hi), self.r.randint(lo, hi)
+        return f"[{a}, {b}]", (a, b)
+
+    def op_conv2d(self, s):
+        n, c, h, w = s
+        c = self._concrete(c)
+        g = self.r.choice([d for d in range(1, c + 1) if c % d == 0]) if self.chance(0.25) else 1
+        out = g * self.r.randint(1, max(1, 12 // g))
+        ktxt, k = self._pair(1, 5)
+        args = [self.int_expr(out), str(ktxt)]
+        stride, dil, pad = (1, 1), (1, 1), (0, 0)
+        if self.chance(0.4):
+            stxt, stride = self._pair(1, 3)
+            args.append(f"stride = {stxt}")
+        if self.chance(0.2):
+            dtxt, dil = self._pair(1, 3)
+            args.append(f"dilation = {dtxt}")
+        same = False
+        if stride == (1, 1) and self.chance(0.25):
+            args.append(f"padding = {self.r.choice(['same', 'valid'])!r}")
+            same = args[-1].endswith("'same'")
+        elif self.chance(0.5):
+            ptxt, pad = self._pair(0, 2)
+            args.append(f"padding = {ptxt}")
+        if g > 1:
+            args.append(f"groups = {g}")
+        if self.chance(0.3):
+            args.append("bias = false")
+        dims = []
+        for d, kk, ss, pp, dd in zip((h, w), k, stride, pad, dil):
+            if same:
+                dims.append(d)
+                continue
+            rep = (d[0] + 2 * pp - dd * (kk - 1) - 1) // ss + 1
+            ident = ss == 1 and 2 * pp == dd * (kk - 1)
+            dims.append(d if ident else self._sp(d, rep, f"c{kk}{ss}{pp}{dd}"))
+        return f"Conv2d({', '.join(args)})", (n, (out, None), *dims)
+
+    def op_deconv(self, s):
+        n, c, h, w = s
+        c = self._concrete(c)
+        out = self.r.randint(1, 8)
+        ktxt, k = self._pair(1, 4)
+        stxt, stride = self._pair(1, 3)
+        dil = (1, 1) if self.chance(0.7) else (2, 2)
+        pad = tuple(self.r.randint(0, (dd * (kk - 1)) // 2) for kk, dd in zip(k, dil))
+        opad = tuple(self.r.randint(0, max(ss, dd) - 1) for ss, dd in zip(stride, dil))
+        args = [str(out), str(ktxt), f"stride = {stxt}"]
+        if dil != (1, 1):
+            args.append("dilation = 2")
+        if any(pad):
+            args.append(f"padding = [{pad[0]}, {pad[1]}]")
+        if any(opad):
+            args.append(f"output_padding = [{opad[0]}, {opad[1]}]")
+        dims = []
+        for d, kk, ss, pp, oo, dd in zip((h, w), k, stride, pad, opad, dil):
+            rep = (d[0] - 1) * ss - 2 * pp + dd * (kk - 1) + oo + 1
+            dims.append(self._sp(d, rep, f"t{kk}{ss}{pp}{oo}{dd}"))
+        return f"ConvTranspose2d({', '.join(args)})", (n, (out, None), *dims)
+
+    def _pool(self, s, name):
+        n, c, h, w = s
+        ktxt, k = self._pair(1, 3)
+        args = [str(ktxt)]
+        stride = k
+        if self.chance(0.6):
+            stxt, stride = self._pair(1, 3)
+            args.append(f"stride = {stxt}")
+        pad = (0, 0)
+        if self.chance(0.4):
+            pad = (self.r.randint(0, k[0] // 2), self.r.randint(0, k[1] // 2))
+            args.append(f"padding = [{pad[0]}, {pad[1]}]")
+        dil = (1, 1)
+        if name == "MaxPool2d" and self.chance(0.2):
+            dil = (2, 2)
+            args.append("dilation = 2")
+        ceil = self.chance(0.3)
+        if ceil:
+            args.append("ceil_mode = true")
+        if name == "AvgPool2d" and self.chance(0.3):
+            args.append("count_include_pad = false")
+        dims = []
+        for d, kk, ss, pp, dd in zip((h, w), k, stride, pad, dil):
+            span = d[0] + 2 * pp - dd * (kk - 1) - 1
+            if span < 0:
+                raise _Fail
+            rep = (-(-span // ss) if ceil else span // ss) + 1
+            if ceil and (rep - 1) * ss >= d[0] + pp:
+                rep -= 1
+            ident = ss == 1 and 2 * pp == dd * (kk - 1)
+            dims.append(d if ident else self._sp(d, rep, f"p{kk}{ss}{pp}{dd}{int(ceil)}"))
+        return f"{name}({', '.join(args)})", (n, c, *dims)
+
+    def op_maxpool(self, s):
+        return self._pool(s, "MaxPool2d")
+
+    def op_avgpool(self, s):
+        return self._pool(s, "AvgPool2d")
+
+    def op_adaptive(self, s):
+        txt, (a, b) = self._pair(1, 4)
+        return (f"{self.r.choice(['AdaptiveAvgPool2d', 'AdaptiveMaxPool2d'])}({txt})",
+                (s[0], s[1], (a, None), (b, None)))
+
+    def op_global(self, s):
+        return self.r.choice(["GlobalAvgPool2d", "GlobalMaxPool2d"]), (s[0], s[1], (1, None), (1, None))
+
+    def op_bn2d(self, s):
+        self._concrete(s[1])
+        return self.r.choice(["BatchNorm2d", "BatchNorm2d(eps = 0.001)", "BatchNorm2d(affine = false)",
+                              "BatchNorm2d(momentum = 0.3)"]), s
+
+    def op_bn1d(self, s):
+        self._concrete(s[1])
+        return self.r.choice(["BatchNorm1d", "BatchNorm1d(affine = false)"]), s
+
+    def op_lrn(self, s):
+        return f"LocalResponseNorm({self.r.randint(1, 5)}, alpha = 0.5)", s
+
+    def op_layernorm(self, s):
+        self._concrete(s[-1])
+        return self.r.choice(["LayerNorm", "LayerNorm(eps = 0.001)", "LayerNorm(elementwise_affine = false)"]), s
+
+    def op_linear(self, s):
+        f = self._concrete(s[-1])
+        if f > 2048:
+            raise _Fail
+        out = self.r.randint(1, 16)
+        return f"Linear({self.int_expr(out)}{', bias = false' if self.chance(0.2) else ''})", (*s[:-1], (out, None))
+
+    def op_conv1d(self, s):
+        n, c, l = s
+        self._concrete(c)
+        out, k = self.r.randint(1, 10), self.r.randint(1, 4)
+        if self.chance(0.3):
+            return f"Conv1d({out}, {k}, padding = 'same')", (n, (out, None), l)
+        stride = self.r.randint(1, 2)
+        rep = (l[0] - k) // stride + 1
+        out_l = l if (k == 1 and stride == 1) else self._sp(l, rep, f"c1{k}{stride}")
+        return f"Conv1d({out}, {k}, stride = {stride})", (n, (out, None), out_l)
+
+    def op_mha(self, s):
+        e = self._concrete(s[2])
+        heads = self.r.choice([h for h in range(1, e + 1) if e % h == 0 and h <= 4])
+        extra = self.r.choice(["", ", bias = false", ", dropout = 0.1"])
+        return f"MultiheadAttention({heads}{extra})", s
+
+    def op_resize(self, s):
+        n, c, h, w = s
+        mode = self.r.choice(["", ", mode = 'bilinear'", ", mode = 'bilinear', align_corners = true"])
+        if self.chance(0.3):
+            a, b = self.r.randint(1, 24), self.r.randint(1, 24)
+            self.features.add("resize_size")
+            return f"resize(size = [{a}, {b}]{mode})", (n, c, (a, None), (b, None))
+        scales = self.r.choice([(2, 2), (0.5, 0.5), (1.5, 1.5), (2, 3), (2.3, 2.3), (1, 2.3), (1.1, 1.1),
+                                (0.7, 1.25), (3, 1), (0.6, 0.6)])
+        if scales[0] != int(scales[0]) or scales[1] != int(scales[1]):
+            self.features.add("resize_fractional")
+        txt = str(scales[0]) if scales[0] == scales[1] else f"[{scales[0]}, {scales[1]}]"
+        dims = []
+        for d, sc in zip((h, w), scales):
+            rep = int(d[0] * sc)          # floor(size * scale); the checker decides the rule
+            dims.append(d if sc == 1 else self._sp(d, rep, f"r{sc}"))
+        return f"resize(scale = {txt}{mode})", (n, c, *dims)
+
+    def op_flatten(self, s):
+        r = len(s)
+        start = self.r.randint(1, r - 1) if r > 1 else 0
+        end = self.r.randint(start, r - 1)
+        merged = s[start:end + 1]
+        rep = 1
+        for d in merged:
+            rep *= d[0]
+        key = None if all(d[1] is None for d in merged) else "*".join(str(d[1] or d[0]) for d in merged)
+        text = "Flatten" if (start, end) == (1, r - 1) else f"Flatten({start}, {end - r if self.chance(0.5) else end})"
+        return text, (*s[:start], (rep, key), *s[end + 1:])
+
+    def op_mean(self, s):
+        r = len(s)
+        dims = sorted(self.r.sample(range(1, r), self.r.randint(1, min(2, r - 1))))
+        keep = self.chance(0.6)
+        if not keep and r - len(dims) < 2:
+            keep = True
+        fn = self.r.choice(["mean", "amax"])
+        out = tuple((1, None) if i in dims else d for i, d in enumerate(s)) if keep else \
+            tuple(d for i, d in enumerate(s) if i not in dims)
+        return f"{fn}(dims = {dims}{'' if keep else ', keepdim = false'})", out
+
+    def op_select(self, s):
+        if len(s) < 3:
+            raise _Fail
+        d = self.r.randint(1, len(s) - 1)
+        index = self.r.choice([0, -1]) if s[d][1] is not None else self.r.randint(-s[d][0], s[d][0] - 1)
+        return f"select(dim = {d}, index = {index})", tuple(x for i, x in enumerate(s) if i != d)
+
+    def op_transpose(self, s):
+        a, b = self.r.sample(range(len(s)), 2)
+        if 0 in (a, b) and self.chance(0.8):
+            raise _Fail
+        out = list(s)
+        out[a], out[b] = out[b], out[a]
+        return f"transpose({a}, {b - len(s) if self.chance(0.3) else b})", tuple(out)
+
+    def op_permute(self, s):
+        rest = list(range(1, len(s)))
+        self.r.shuffle(rest)
+        dims = [0] + rest
+        return f"permute(dims = {dims})", tuple(s[i] for i in dims)
+
+    def op_reshape(self, s):
+        # merge the trailing dims: [N, C, H, W] -> [N, C, H*W]
+        n, c, h, w = s
+        key = None if h[1] is None and w[1] is None else f"{h[1] or h[0]}*{w[1] or w[0]}"
+        return "reshape(shape = [0, 0, -1])", (n, c, (h[0] * w[0], key))
+
+    # ---- statements
+    def emit(self, line, indent=1):
+        self.lines.append("    " * indent + line)
+
+    def chain(self, shape, n_ops):
+        """n_ops random stages for a tensor of `shape`: (stage texts, output shape)."""
+        stages = []
+        for _ in range(n_ops):
+            if len(shape) == 4 and self.chance(0.12) and self.blocks:
+                got = self.block_stage(shape)
+                if got:
+                    stages.append(got[0])
+                    shape = got[1]
+                    continue
+            if self.chance(0.08):
+                got = self.group_stage(shape)
+                stages.append(got[0])
+                shape = got[1]
+                continue
+            for _ in range(4):
+                text, out = self.op(shape)
+                if all(d[0] >= 1 for d in out) and self._small(out):
+                    break
+            else:
+                text, out = "ReLU", shape
+            stages.append(self.label() + text)
+            shape = out
+        return stages, shape
+
+    def _small(self, s):
+        size = 1
+        for d in s:
+            size *= d[0]
+        return size <= 200_000 and all(d[0] <= 4096 for d in s)
+
+    def group_stage(self, shape):
+        self.features.add("group")
+        saved, self.used = self.used, set()
+        items = []
+        for _ in range(self.r.randint(1, 3)):
+            text, shape = self.op(shape)
+            items.append(self.label() + text)
+        self.used = saved
+        return self.label() + "[ " + "  ".join(items) + " ]", shape
+
+    def block_stage(self, shape):
+        kind, name = self.r.choice(self.blocks)
+        c = shape[1]
+        if c[1] is not None:
+            return None
+        lab = self.label(force=self.chance(0.5))
+        if kind == "res":
+            out = self.r.randint(1, 8)
+            return f"{lab}{name}({self.int_expr(out)}{', k = 1' if self.chance(0.3) else ''})", \
+                (shape[0], (out, None), shape[2], shape[3])
+        if kind == "tower":
+            unit = self.r.choice(["", ", LeakyReLU(0.1)", ", unit = Sigmoid", ", GELU"])
+            return f"{lab}{name}({self.r.randint(0, 3)}{unit})", shape
+        if kind == "deep":
+            out = self.r.randint(1, 6)
+            return f"{lab}{name}({self.r.randint(0, 2)}, {out})", (shape[0], (out, None), shape[2], shape[3])
+        return None
+
+    def define_blocks(self):
+        for _ in range(self.r.choice([0, 0, 1, 1, 2, 3])):
+            kind = self.r.choice(["res", "tower", "deep", "split"])
+            name = self.r.choice(BLOCK_NAMES) if self.chance(TRICKY_P) else f"B{kind.capitalize()}{len(self.blocks)}"
+            if any(n == name for _, n in self.blocks):
+                continue
+            self.features.add("block_" + kind)
+            doc = (self.doc() + "\n    ") if self.chance(0.3) else ""
+            a, b, c2 = (self.r.choice(TRICKY + PLAIN) for _ in range(3))
+            if len({a, b, c2}) < 3:
+                a, b, c2 = "conv", "bn", "proj"
+            if kind == "res":
+                text = (f"block {name}(c: int, k: int = 3) (x) -> y {{\n    {doc}"
+                        f"body = x -> {a}: Conv2d(c, k, padding = k // 2) -> {b}: BatchNorm2d -> ReLU\n"
+                        f"    short = x\n"
+                        f"    if x.channels != c {{ short = x -> {c2}: Conv2d(c, 1) }}\n"
+                        f"    y = (body + short) -> ReLU\n}}")
+            elif kind == "tower":
+                text = (f"block {name}(n: int, unit: block = ReLU) {{\n    {doc}"
+                        f"for i in range(n) {{ {a}{{i}}: unit }}\n}}")
+            elif kind == "deep":
+                text = (f"block {name}(depth: int, c: int) {{\n    {doc}"
+                        f"{a}: Conv2d(c, 3, padding = 1)\n"
+                        f"    if depth > 0 {{ {b}: {name}(depth - 1, c) }}\n}}")
+            else:
+                text = (f"block {name}() (a) -> (p, q) {{\n    {doc}"
+                        f"p = a -> {a}: ReLU\n    q = a -> {b}: Sigmoid\n}}")
+            self.blocks.append((kind, name))
+            self.lines.append(text)
+
+    def pick(self, pred=lambda s: True):
+        names = [n for n, s in self.tensors.items() if pred(s)]
+        if not names:
+            return None
+        # prefer recent tensors
+        names = names[-4:] if self.chance(0.7) else names
+        return self.r.choice(names)
+
+    def statement(self):
+        """One network statement: a chain, a join of two tensors, a loop or a split block."""
+        roll = self.r.random()
+        if roll < 0.55:
+            src = self.pick()
+            stages, shape = self.chain(self.tensors[src], self.r.randint(1, 4))
+            dst = self.fresh()
+            self.emit(f"{dst} = {src}")
+            for st in stages:
+                self.emit("-> " + st, 2)
+            self.tensors[dst] = shape
+        elif roll < 0.8:
+            self.join()
+        elif roll < 0.88:
+            self.loop()
+        elif roll < 0.94:
+            self.param_stmt()
+        else:
+            split = [n for k, n in self.blocks if k == "split"]
+            src = self.pick()
+            if split and src:
+                p, q = self.fresh(), self.fresh()
+                self.emit(f"{p}, {q} = {src} -> {self.label(force=True)}{split[0]}()")
+                self.tensors[p] = self.tensors[q] = self.tensors[src]
+                self.features.add("multi_output_block")
+            else:
+                self.join()
+
+    def join(self):
+        kind = self.r.choice(["add", "mul", "gate", "concat", "crop", "resize_like", "matmul", "cls", "qkv"])
+        src = self.pick()
+        s = self.tensors[src]
+        dst = self.fresh()
+        if kind in ("add", "mul"):
+            other = self.pick(lambda t: t == s and t is not None)
+            if other is None:
+                other = src
+            op = "+" if kind == "add" else "*"
+            if other == src and self.chance(0.5):
+                # the residual pattern: x + (x -> shape-preserving layers)
+                stages, out = self.chain(s, 1)
+                if out != s:
+                    stages, out = ["ReLU"], s
+                self.emit(f"{dst} = {src} {op} ({src} -> {' -> '.join(stages)})")
+            else:
+                self.emit(f"{dst} = {src} {op} {other}")
+            self.tensors[dst] = s
+        elif kind == "gate" and len(s) == 4:
+            self.emit(f"{dst} = {src} * ({src} -> GlobalAvgPool2d -> Sigmoid)")
+            self.tensors[dst] = s
+        elif kind == "concat" and len(s) >= 2:
+            d = self.r.randint(1, len(s) - 1)
+            rest = lambda t: len(t) == len(s) and all(a == b for i, (a, b) in enumerate(zip(t, s)) if i != d)
+            others = [n for n, t in self.tensors.items() if rest(t)]
+            parts = [src] + self.r.sample(others, min(len(others), self.r.randint(1, 2)))
+            cat = sum(self.tensors[p][d][0] for p in parts)
+            keys = [self.tensors[p][d][1] for p in parts]
+            key = None if all(k is None for k in keys) else "+".join(str(k or self.tensors[p][d][0])
+                                                                         for k, p in zip(keys, parts))
+            dim = f", dim = {d}" if d != 1 or self.chance(0.3) else ""
+            self.emit(f"{dst} = concat({', '.join(parts)}{dim})")
+            self.tensors[dst] = (*s[:d], (cat, key), *s[d + 1:])
+        elif kind == "crop" and len(s) >= 3:
+            def fits(t):
+                return len(t) == len(s) and all(a[0] >= b[0] and (a[0] - b[0]) % 2 == 0
+                                                for a, b in zip(s[2:], t[2:]))
+            like = self.pick(fits)
+            if like is None:                 # crop against a valid conv of itself
+                if len(s) != 4 or s[1][1] is not None:
+                    return self.emit(f"{dst} = {src}")
+                k = self.r.choice([1, 3, 5])
+                like_expr = f"{src} -> Conv2d(2, {k})"
+                t = (s[0], (2, None), *(self._sp(d, d[0] - k + 1, f"c{k}") if k > 1 else d for d in s[2:]))
+                if any(d[0] < 1 for d in t):
+                    return self.emit(f"{dst} = {src}")
+            else:
+                like_expr, t = like, self.tensors[like]
+            self.emit(f"{dst} = center_crop({src}, like = {like_expr})")
+            self.tensors[dst] = (s[0], s[1], *t[2:])
+        elif kind == "resize_like" and len(s) == 4:
+            like = self.pick(lambda t: len(t) == 4)
+            mode = self.r.choice(["", ", mode = 'bilinear'", ", mode = 'bilinear', align_corners = true"])
+            self.emit(f"{dst} = resize({src}, like = {like}{mode})")
+            self.tensors[dst] = (s[0], s[1], *self.tensors[like][2:])
+        elif kind == "matmul" and len(s) == 3 and s[2][0] <= 64:
+            self.emit(f"{dst} = matmul({src}, transpose({src}, 1, 2))")
+            self.tensors[dst] = (s[0], s[1], s[1])
+        elif kind == "qkv" and len(s) == 3 and s[2][1] is None:
+            # cross-attention: queries from src, keys and values from a tensor with the same E
+            kv = self.pick(lambda t: len(t) == 3 and t[2] == s[2])
+            e = s[2][0]
+            heads = self.r.choice([h for h in range(1, e + 1) if e % h == 0 and h <= 4])
+            self.emit(f"{dst} = ({src}, {kv}, {kv}) -> {self.label()}MultiheadAttention({heads})")
+            self.tensors[dst] = s
+        elif kind == "cls" and len(s) == 3 and s[2][1] is None and s[2][0] <= 64:
+            # a ViT-style class token: concat(expand(param, like = x), x, dim = 1)
+            name = self.param_name("cls_token")
+            self.emit(f"param {name}: f32[1, 1, {s[2][0]}] = normal(0.5)")
+            self.emit(f"{dst} = concat(expand({name}, like = {src}, dims = [0]), {src}, dim = 1)")
+            key = None if s[1][1] is None else f"1+{s[1][1]}"
+            self.tensors[dst] = (s[0], (s[1][0] + 1, key), s[2])
+            self.features.add("param")
+        else:
+            stages, shape = self.chain(s, 1)
+            self.emit(f"{dst} = {src} -> {stages[0]}")
+            self.tensors[dst] = shape
+        self.features.add("join_" + kind)
+
+    def loop(self):
+        src = self.pick(lambda t: len(t) == 4 and t[1][1] is None)
+        if src is None:
+            return self.join()
+        c = self.tensors[src][1][0]
+        n = self.r.randint(1, 3)
+        self.n_tmp += 1
+        lab = self.r.choice(["layer", "a", "b", "l", "u"]) + str(self.n_tmp) + \
+            self.r.choice(["{i}", "_{i}", "{i}_x", "_{i + 1}", "{i}_{i}"])
+        self.emit(f"for i in range({n}) {{")
+        body = self.r.choice([f"Conv2d({c}, 3, padding = 1)", "BatchNorm2d", "ReLU",
+                              f"[ Conv2d({c}, 1)  ReLU ]", f"Conv2d({c}, 3, padding = 'same')"])
+        self.emit(f"{src} = {src} -> {lab}: {body} -> ReLU", 2)
+        self.emit("}")
+        self.features.add("loop")
+
+    def param_stmt(self):
+        src = self.pick(lambda t: len(t) == 4 and t[1][1] is None)
+        if src is None:
+            return self.join()
+        c = self.tensors[src][1][0]
+        name = self.param_name("scale")
+        init = self.r.choice(["", " = normal(0.5)", " = uniform(2.0)", " = ones()", " = zeros()"])
+        shape = self.r.choice([f"[1, {c}, 1, 1]", f"[{c}, 1, 1]"])
+        self.emit(f"param {name}: f32{shape}{init}")
+        dst = self.fresh()
+        self.emit(f"{dst} = {src} {self.r.choice(['+', '*'])} {name}")
+        self.tensors[dst] = self.tensors[src]
+        self.features.add("param")
+
+    # ---- a whole spec
+    def inputs(self):
+        kind = self.r.choice(["img", "img", "img", "img", "seq", "tokens", "vec"])
+        sym = self.chance(0.75)
+        n = ("N", (2, "N")) if self.chance(0.8) else ("2", (2, None))
+        decls = []
+        if kind == "img":
+            c = self.r.randint(1, 6)
+            h, w = self.r.randint(6, 28), self.r.randint(6, 28)
+            if sym:
+                self.symbols.update(H=h, W=w)
+                hd, wd = ("H", (h, "H")), ("W", (w, "W"))
+            else:
+                hd, wd = (str(h), (h, None)), (str(w), (w, None))
+            decls.append(("x", f"[{n[0]}, {self.int_expr(c)}, {hd[0]}, {wd[0]}]", (n[1], (c, None), hd[1], wd[1])))
+            if self.chance(0.25):
+                c2 = self.r.randint(1, 4)
+                decls.append(("z", f"[{n[0]}, {c2}, {hd[0]}, {wd[0]}]", (n[1], (c2, None), hd[1], wd[1])))
+        elif kind in ("seq", "tokens"):
+            c, l = self.r.randint(2, 8), self.r.randint(3, 20)
+            if sym:
+                self.symbols["L"] = l
+            ld = ("L", (l, "L")) if sym else (str(l), (l, None))
+            if kind == "seq":
+                decls.append(("x", f"[{n[0]}, {c}, {ld[0]}]", (n[1], (c, None), ld[1])))
+            else:
+                decls.append(("x", f"[{n[0]}, {ld[0]}, {c}]", (n[1], ld[1], (c, None))))
+        else:
+            f = self.r.randint(2, 12)
+            decls.append(("x", f"[{n[0]}, {f}]", (n[1], (f, None))))
+        if n[0] == "N":
+            self.symbols["N"] = 2
+        for name, decl, shape in decls:
+            self.emit(f"input {name}: f32{decl}")
+            self.tensors[name] = shape
+            self.features.add("input_" + kind + ("_sym" if sym else "_fixed"))
+
+    def spec(self) -> Spec:
+        self.define_blocks()
+        if self.chance(0.5):
+            self.params = {"c": self.r.choice([2, 4, 8])}
+        head = "network " + self.r.choice(["Net", "Fuzz", "torch", "F", "nn", "super", "range", "Module"]
+                                          if self.chance(TRICKY_P / 2) else ["Net"])
+        if self.params:
+            head += "(" + ", ".join(f"{k}: int = {v}" for k, v in self.params.items()) + ")"
+        self.emit(head + " {", 0)
+        if self.chance(0.3):
+            self.emit(self.doc())
+            self.features.add("docstring")
+        self.used = set()
+        self.inputs()
+        for _ in range(self.r.randint(1, 6)):
+            self.statement()
+        outs = list(self.tensors)[-1:]
+        extra = [n for n in self.tensors if n not in outs]
+        if extra and self.chance(0.3):
+            outs += self.r.sample(extra, min(len(extra), self.r.randint(1, 2)))
+            self.features.add("multi_output")
+        taken = set()
+        for i, src in enumerate(outs):
+            name = "y" if i == 0 else f"out{i}"
+            if self.chance(0.1) and src not in ("x", "z"):
+                name = self.r.choice(["training", "forward", "keys", "out_" + src])
+            if name in taken:
+                name = f"out{i}"
+            taken.add(name)
+            self.emit(f"output {name} = {src}")
+        self.emit("}", 0)
+        return Spec("\n".join(self.lines) + "\n", dict(self.symbols), tuple(sorted(self.features)))
+
+
+def generate(seed: int) -> Spec:
+    """The spec for one seed (deterministic)."""
+    return Gen(random.Random(seed)).spec()
+
+
+if __name__ == "__main__":        # print a few specs: python tests/fuzz/spec_gen.py [count] [seed]
+    import sys
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    start = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    for i in range(start, start + count):
+        print(f"# ---- seed {i}")
+        print(generate(i).text)
