@@ -234,7 +234,7 @@ def _standalone(source: str, live):
     return model.eval()
 
 
-def _close_or_float_noise(model, xs, k, ref, got, what):
+def _close_or_float_noise(model, xs, k, ref, got, what, out=None):
     """`_close`, except that a difference is forgiven when torch's own float32 result is as far
     from float64 as onnxruntime's: an ill-conditioned network (a LayerNorm of nearly constant
     rows, say) amplifies rounding, and that is no disagreement between the backends."""
@@ -246,16 +246,52 @@ def _close_or_float_noise(model, xs, k, ref, got, what):
     except Failure as f:
         if f.category != "values":
             raise
+        exact64 = copy.deepcopy(model).double()
+        degenerate = _degenerate_norms(exact64)
         with torch.no_grad():
-            outs = copy.deepcopy(model).double()(*[torch.from_numpy(x).double() for x in xs])
+            outs = exact64(*[torch.from_numpy(x).double() for x in xs])
         exact = (outs if isinstance(outs, tuple) else (outs,))[k].numpy()
         fin = np.isfinite(exact) & np.isfinite(ref) & np.isfinite(got)
         noise = float(np.abs(ref - exact)[fin].max()) if fin.any() else 0.0
         err = float(np.abs(got - exact)[fin].max()) if fin.any() else 0.0
         scale = max(1.0, float(np.abs(exact[fin]).max())) if fin.any() else 1.0
         if err > max(TOL * scale, 10 * noise):
+            if degenerate:
+                # a norm whose input rows are constant normalises rounding noise (its variance is
+                # below eps): float32 results then depend on summation order, not on correctness
+                if out is not None:
+                    out["detail"] = f"forgiven (ill-conditioned: {degenerate[0]}): {f.detail}"
+                return
             raise Failure("values", f"{f.detail}; against float64 torch: onnxruntime {err:.3g}, "
                                     f"float32 torch {noise:.3g}") from None
+
+
+def _degenerate_norms(model) -> list:
+    """Hooks on `model`'s normalisation layers; after a forward pass the list names those whose
+    input had a normalised group with variance under the layer's eps (in float64)."""
+    import torch
+    found = []
+    kinds = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase)
+
+    def hook(name):
+        def check(mod, args):
+            x = args[0].detach()
+            if isinstance(mod, torch.nn.LayerNorm):
+                dims = tuple(range(x.dim() - len(mod.normalized_shape), x.dim()))
+            elif isinstance(mod, torch.nn.GroupNorm):
+                x = x.reshape(x.shape[0], mod.num_groups, -1)
+                dims = (2,)
+            else:
+                dims = tuple(d for d in range(x.dim()) if d != 1) if mod.training or \
+                    getattr(mod, "running_var", None) is None else ()
+            if dims and x.numel() and float(x.var(dim=dims, unbiased=False).min()) < mod.eps:
+                found.append(f"{type(mod).__name__} {name} normalises constant rows")
+        return check
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, kinds):
+            mod.register_forward_pre_hook(hook(name))
+    return found
 
 
 def _close(ref, got, what):
@@ -346,7 +382,7 @@ def _check_accepted(net, summary, symbols, seed, out, guards=True):
                 raise Failure("shape:onnx-vs-ir", f"{what}: onnxruntime {tuple(got.shape)}, inferred {sym}")
             if not (np.array_equal(ref, ref2, equal_nan=True)):
                 raise Failure("torch-standalone-differs", f"{what}: standalone module differs from live")
-            _close_or_float_noise(model, xs, k, ref, got, what)
+            _close_or_float_noise(model, xs, k, ref, got, what, out)
     if guards:
         _check_guards(net, model, symbols, seed)
 
@@ -585,6 +621,9 @@ def run(minutes: float, seed: int, out: Path, jobs: int = 1, count: int | None =
             done = pool.collect(0.5)
             for key, task, res in done:
                 stats[res["status"]] += 1
+                if res["status"] == "agreed" and res["detail"].startswith("forgiven"):
+                    stats["forgiven"] += 1
+                    reasons[f"agreed, {signature(res['detail'])}"] += 1
                 if res["status"] in ("rejected", "skipped"):
                     reasons[f"{res['status']}: {signature(res['detail'])}"] += 1
                 if res["status"] == "failed":
@@ -625,9 +664,11 @@ def run(minutes: float, seed: int, out: Path, jobs: int = 1, count: int | None =
     finally:
         log.close()
         pool.close()
-    result = {"specs": sum(stats.values()), "rejected": stats["rejected"], "skipped": stats["skipped"],
-              "agreed": stats["agreed"], "failed": stats["failed"], "categories": dict(cats),
-              "seconds": round(elapsed, 1), "specs_per_s": round(sum(stats.values()) / max(elapsed, 1e-9), 2),
+    specs = sum(n for k, n in stats.items() if k != "forgiven")
+    result = {"specs": specs, "rejected": stats["rejected"], "skipped": stats["skipped"],
+              "agreed": stats["agreed"], "forgiven": stats["forgiven"], "failed": stats["failed"],
+              "categories": dict(cats),
+              "seconds": round(elapsed, 1), "specs_per_s": round(specs / max(elapsed, 1e-9), 2),
               "features": dict(features), "reasons": dict(reasons.most_common(30)),
               "minimised": minimised, "out": str(out)}
     (out / "summary.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -636,7 +677,8 @@ def run(minutes: float, seed: int, out: Path, jobs: int = 1, count: int | None =
 
 def report(r: dict) -> str:
     rows = [("specs", r["specs"]), ("rejected", r["rejected"]), ("skipped", r["skipped"]),
-            ("agreed", r["agreed"]), ("failed", r["failed"])]
+            ("agreed", r["agreed"]), ("  of which ill-conditioned, forgiven", r.get("forgiven", 0)),
+            ("failed", r["failed"])]
     rows += [(f"  {c}", n) for c, n in sorted(r["categories"].items(), key=lambda kv: -kv[1])]
     rows += [("seconds", r["seconds"]), ("specs/second", r["specs_per_s"])]
     rows += [("most frequent rejections", "")] + [(f"  {n:5d}", k) for k, n in list(r["reasons"].items())[:5]]
