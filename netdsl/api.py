@@ -61,12 +61,12 @@ class Network:
     # ---- weights
     def init_weights(self, seed: int = 0) -> dict:
         from .weights import init_weights
-        return init_weights(self.graph, _check_seed(seed))
+        return init_weights(self.graph, check_seed(seed))
 
     def _weights(self, weights, seed: int, wait: bool = True) -> dict:
         from .weights import check_weights, from_state_dict, init_weights, load_weights
         if weights is None:
-            return init_weights(self.graph, _check_seed(seed), wait=wait)
+            return init_weights(self.graph, check_seed(seed), wait=wait)
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights)
         elif hasattr(weights, "state_dict") and callable(weights.state_dict):
@@ -104,13 +104,17 @@ class Network:
 
         A model over protobuf's 2 GiB limit keeps its weights in a data file beside it,
         `PATH.data` ("external data"); `external_data=True` does so at any size, False never.
+        When PATH is a symlink, the data file goes beside (and is named after) its target.
         Returns the data file's path, or None when the weights are inside the .onnx file."""
         from .backends.onnx.export import PROTOBUF_LIMIT, StreamedModel
-        from .output import describe, is_file_object, write_outputs
+        from .output import describe, is_file_object, path_text, write_outputs
         if external_data not in (None, True, False):
             raise UsageError(f"external_data is True, False or None (automatic), got {external_data!r}")
-        if is_file_object(path) and _is_text_file(path):
-            raise UsageError(f"save_onnx writes bytes: open {describe(path)} in binary mode ('wb')")
+        if is_file_object(path):
+            if _is_text_file(path):
+                raise UsageError(f"save_onnx writes bytes: open {describe(path)} in binary mode ('wb')")
+        else:
+            path = path_text(path)        # a UsageError for what is not a path
         model = StreamedModel(self.graph, {}, opset)     # the size is known before any weight is made
         size = model.inline_size()
         too_big = (f"network {self.name} is {size / 2 ** 30:.2f} GiB as ONNX, over protobuf's 2 GiB "
@@ -126,7 +130,9 @@ class Network:
         if not external_data:
             write_outputs([(path, model.write_inline)])
             return None
-        data_path = os.fspath(path) + ".data"
+        # the model is written to a symlink's target: the data file must be beside that,
+        # since `location` is relative to the model's own directory
+        data_path = (os.path.realpath(path) if os.path.islink(path) else path) + ".data"
         location = os.path.basename(data_path)
         head = model.external_model(location)
         # the data first: a model that refers to it is only ever committed after it
@@ -180,7 +186,7 @@ def declared_inputs(program: Program, name: str) -> list:
     return names
 
 
-def _check_seed(seed) -> int:
+def check_seed(seed) -> int:
     import operator
     try:
         value = operator.index(seed) if not isinstance(seed, bool) else None

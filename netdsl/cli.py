@@ -66,10 +66,12 @@ def _int(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    v = _int(text)
-    if not 0 <= v < 2 ** 64:
-        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**64 - 1, got {text!r}")
-    return v
+    from .api import check_seed
+    from .errors import UsageError
+    try:
+        return check_seed(_int(text))
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def _opset(text: str) -> int:
@@ -189,9 +191,8 @@ def _model_options(parser: argparse.ArgumentParser, seed_help: str, weights_help
 def main(argv=None) -> int:
     if argv is None:
         # The `netdsl` process itself (Python callers pass argv): it builds one program and
-        # exits, so Python's cycle collector stays off. Each collection walks every AST node
-        # and IR value built so far, about a third of checking a 10,000-layer spec; what
-        # elaboration discards is almost all freed by reference counting anyway.
+        # exits, so Python's cycle collector stays off for all of it, not only while parsing
+        # and elaborating (netdsl.gc_pause says why that pays).
         gc.disable()
     parser = build_parser()
     try:
@@ -373,8 +374,8 @@ def cmd_compile(args) -> int:
         net.save_torch_source(args.output)
     if args.output != "-":
         extra = f", weights in {data}" if data else ""
-        print(f"wrote {args.output} ({args.target}, network {net.name}, {net.param_count():,} params"
-              f"{extra})", file=sys.stderr)
+        print(_terminal_safe(f"wrote {args.output} ({args.target}, network {net.name}, "
+                             f"{net.param_count():,} params{extra})"), file=sys.stderr)
     return EXIT_OK
 
 
@@ -393,13 +394,13 @@ def cmd_run(args) -> int:
                      f"matching CUDA, or use --provider cpu")
 
     if Path(args.file).suffix.lower() == ".onnx":
-        for flag, given in (("--network", args.network), ("--set", args.sets), ("--weights", args.weights)):
-            if given:
-                raise _error(f"{flag} applies to .net specs, not to an .onnx model")
+        from .source_files import UnreadableFile, open_regular
         try:
-            data = Path(args.file).read_bytes()
-        except OSError as e:
-            raise _error(f"cannot read '{args.file}': {e.strerror or e}") from None
+            with open(open_regular(args.file), "rb") as f:     # never a FIFO or a device
+                data = f.read()
+        except (UnreadableFile, OSError) as e:
+            raise _error(f"cannot read '{args.file}': {getattr(e, 'reason', None) or e.strerror or e}") \
+                from None
         label = args.file
         given = _input_shapes_onnx(data, args.inputs, args.file)
         data = args.file        # by path: onnxruntime finds external data beside the model
@@ -458,9 +459,9 @@ def cmd_run(args) -> int:
     except Exception as e:  # noqa: BLE001
         raise _error(f"onnxruntime failed to run {label}: {_ort_message(e)}") from None
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())
-    print(f"ran {label} on {provider} with inputs {shapes}")
-    for name, value in zip(names, outputs):
-        print(f"  output {name}: {list(value.shape)} {value.dtype}")
+    print(_terminal_safe(f"ran {label} on {provider} with inputs {shapes}"))
+    for name, value in zip(names, outputs):      # names from a model made elsewhere may hold anything
+        print(_terminal_safe(f"  output {name}: {list(value.shape)} {value.dtype}"))
     times.sort()
     n = len(times)
     median = times[n // 2] if n % 2 else (times[n // 2 - 1] + times[n // 2]) / 2
@@ -470,7 +471,7 @@ def cmd_run(args) -> int:
 
 def _check_input_memory(shapes: dict):
     """Refuse random inputs that cannot fit in memory (at 8 bytes an element, the widest)."""
-    from .memory import fits, gib
+    from .memory import fits, human_bytes
     total = 0
     for name, shape in shapes.items():
         count = 1
@@ -479,7 +480,7 @@ def _check_input_memory(shapes: dict):
         total += count * 8
         if not fits(total):
             raise _error(f"input '{name}' of shape {list(shape)} has {count:,} elements: the random "
-                         f"inputs would need {gib(total)}, more than this machine has free; "
+                         f"inputs would need {human_bytes(total)}, more than this machine has free; "
                          "give smaller sizes with --input")
 
 
@@ -505,8 +506,8 @@ def _check_recorded_sizes(session, shapes: dict, label: str) -> None:
     try:
         problem = violation(json.loads(text), shapes, label)
     except (ValueError, RecordError) as e:     # json's errors are ValueErrors
-        print(f"netdsl run: warning: {label}: cannot read its {METADATA_KEY} metadata ({e}); input "
-              "sizes not checked", file=sys.stderr)
+        print(_terminal_safe(f"netdsl run: warning: {label}: cannot read its {METADATA_KEY} metadata "
+                             f"({e}); input sizes not checked"), file=sys.stderr)
         return
     if problem:
         raise _error(problem)

@@ -94,11 +94,17 @@ class NetDSLError(Exception):
 
     def __str__(self) -> str:
         # the located header without the CLI's "netdsl: " prefix when there is no location
-        return f"{self.span.location()}: error: {self.message}" if self.span else self.message
+        return self.header() if self.span else self.message
+
+
+# control characters (tab aside) and bidirectional overrides in a quoted source line are shown
+# as one replacement character each, so that the caret below still lines up
+_INVISIBLE = {c: "\ufffd" for c in [*range(0, 9), *range(10, 32), *range(0x7f, 0xa0),
+                                     *range(0x202a, 0x202f), *range(0x2066, 0x206a)]}
 
 
 def _excerpt(span: Span) -> list[str]:
-    text = span.source.line(span.line)
+    text = span.source.line(span.line).translate(_INVISIBLE)
     if not text:
         return []
     width = 1

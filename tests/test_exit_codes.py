@@ -259,8 +259,6 @@ def test_str_of_an_error_has_no_cli_prefix(spec):
         netdsl.loads(SPEC.replace("Conv2d(4", "Conv2d(-4"), name="t.net")
     assert str(info.value).startswith("t.net:3:")
 
-
-
 # ---- what reaches the terminal ----------------------------------------------------------------
 
 def test_terminal_escapes_are_shown_not_acted_on(capsys, tmp_path):
@@ -275,6 +273,45 @@ def test_terminal_escapes_are_shown_not_acted_on(capsys, tmp_path):
     p.write_text("network E {\n    input x: f32[1, 3, 8, 8]  # \x1b[31m red\n    output y = x -> Conv2d(4, 9)\n}\n")
     rc, _, err = cli(capsys, "check", p)
     assert rc == 1 and "\x1b" not in err and "\\x1b[31m" not in err     # the error line is line 3
-    p.write_text("network E {\n    input x: f32[1, 3, 8, 8]\n    output y = x -> Conv2d(4, 9)  # \x1b[31m\n}\n")
+    p.write_text("network E {\n    input x: f32[1, 3, 8, 8]\n    output y = \x1b[31mx -> Conv2d(4, 9)\n}\n")
     rc, _, err = cli(capsys, "check", p)
-    assert rc == 1 and "\x1b" not in err and "# \\x1b[31m" in err
+    assert rc == 1 and "\x1b" not in err
+    line, caret = err.splitlines()[1:3]
+    assert line == "        output y = \ufffd[31mx -> Conv2d(4, 9)"     # one character for one
+    assert "unexpected character '\\x1b'" in err and caret.index("^") == line.index("\ufffd")
+
+
+# ---- run: .onnx files from elsewhere ------------------------------------------------------------
+
+def test_run_refuses_a_fifo_model(capsys, tmp_path):
+    os.mkfifo(tmp_path / "pipe.onnx")
+    rc, _, err = cli(capsys, "run", tmp_path / "pipe.onnx")     # would block forever if opened plainly
+    assert rc == 1
+    assert "it is a FIFO (named pipe), not a regular file" in err
+
+
+@pytest.mark.parametrize("record", [
+    '{"format": 1, "symbols": ["H"]}',
+    '{"format": 1, "symbols": {"H": [5]}}',
+    '{"format": 1, "symbols": {"H": [["x", "2"]]}}',
+    '{"format": 1, "symbols": {"H": [["x", 2]]}, "constraints": [{"kind": "ge", "a": "int(H * 1e308) * 10", '
+    '"b": "1", "r": 0}]}',
+    '{"format": 1, "symbols": {}, "constraints": [{"kind": "mod", "a": "' + "(" * 5000 + "1" + ")" * 5000 + '", '
+    '"b": "2", "r": 0}]}',
+    '[1, 2]',
+    'not json',
+])
+def test_run_survives_a_malformed_constraints_record(capsys, onnx_file, record):
+    import onnx
+    model = onnx.load(onnx_file)
+    for p in model.metadata_props:
+        if p.key == "netdsl.constraints":
+            p.value = record
+            break
+    else:
+        model.metadata_props.add(key="netdsl.constraints", value=record)
+    onnx.save(model, onnx_file)
+    rc, out, err = cli(capsys, "run", onnx_file, "--input", "1x3x8x8", "--repeat", "1")
+    assert rc == 0, err
+    assert "cannot read its netdsl.constraints metadata" in err and "input sizes not checked" in err
+    assert "output y: [1, 4, 8, 8]" in out

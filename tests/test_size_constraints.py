@@ -94,14 +94,14 @@ def test_a_group_too_large_to_enumerate_falls_back_quickly():
     H, W, K = D.sym("H"), D.sym("W"), D.sym("K")
     t0 = time.perf_counter()
     solve([_c("eq", H, W), _c("eq", W, K), _c("ge", D.add(K, H), 10)], ["H", "W", "K"])
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 30     # a blow-up takes minutes; 30 s spares a loaded machine
 
 
 def test_an_unsatisfiable_pair_is_found_fast_enough():
     t0 = time.perf_counter()
     with pytest.raises(E.ShapeError):
         netdsl.loads(CROSSED).summary()
-    assert time.perf_counter() - t0 < 5
+    assert time.perf_counter() - t0 < 30     # a blow-up takes minutes; 30 s spares a loaded machine
 
 
 # ---- the rules the artefacts check --------------------------------------------------------

@@ -194,3 +194,15 @@ def test_cli_docstrings_with_backslashes_compile_and_surrogates_are_errors(tmp_p
         r = _cli(*cmd, cwd=tmp_path)
         assert r.returncode == 1, r.stderr
         assert "d.net:2:8: error: a string cannot contain U+D800" in r.stderr
+
+
+@pytest.mark.parametrize("literal", ['"""doc \\\n more"""', '"doc \\\n more"', '"""a \\\\\\\n b"""'])
+def test_a_backslash_at_the_end_of_a_line_is_named(literal):
+    with pytest.raises(ParseError) as info:
+        netdsl.loads("network A {\n    " + literal + "\n    input x: f32[1]\n    output y = x\n}\n")
+    assert info.value.message.startswith("a backslash cannot end a line inside a string")
+
+
+def test_an_escaped_backslash_may_end_a_line_in_a_docstring():
+    net = netdsl.loads('network A {\n    """a \\\\\n b"""\n    input x: f32[1]\n    output y = x\n}\n')
+    assert net.doc == "a \\\nb"       # docstrings are dedented

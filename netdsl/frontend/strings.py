@@ -96,5 +96,13 @@ def unlexed_quote(text: str, pos: int) -> str:
     end = len(text) if end < 0 else end
     if text.count("\\", pos, end) > MAX_STRING_CHARS:
         return f"string literal too long (at most {MAX_STRING_CHARS:,} characters)"
+    if text.startswith('"""', pos):
+        close = text.find('"""', pos + 3)
+        stop = len(text) if close < 0 else close
+    else:
+        stop = len(text) if end == len(text) else end + 1      # with the newline itself
+    if re.search(r"(?<!\\)(?:\\\\)*\\\r?\n", text[pos:stop]):    # an odd run of backslashes
+        return ("a backslash cannot end a line inside a string (there is no line continuation); "
+                "write \\n for a newline")
     return ("unterminated string literal (a \"...\" or '...' string ends on its line; "
             '"""..."""' + " may span lines)")

@@ -69,7 +69,7 @@ def size_rules(graph) -> list:
 
 
 def _drop_implied(constraints: list) -> list:
-    """Without the constraints that hold for every size, and the one-symbol constraints that
+    """Without the one-symbol constraints that hold for every size, and those that
     the others on the same symbol imply (``H // 2 ≥ 1`` beside ``H // 16 ≥ 1``), judged on
     every size in 1..LIMIT and a few far beyond."""
     import numpy as np
@@ -85,7 +85,7 @@ def _drop_implied(constraints: list) -> list:
             if not m.all():
                 masks[id(c)] = (s, m)
                 out.append(c)
-        elif not _always_holds(c):
+        else:       # several symbols: kept (a sample of sizes proves nothing about the rest)
             out.append(c)
     for c in list(out):             # earlier (shallower) constraints are usually the implied ones
         if id(c) not in masks:
@@ -102,20 +102,6 @@ def sizes_that_work(graph) -> list:
     from .constraints import summarise
     from .summary import _symbols
     return summarise(graph.constraints, _symbols(graph))
-
-
-def _always_holds(c) -> bool:
-    """Whether a two-symbol constraint holds on a grid of small, large and power-of-two
-    sizes. (Three or more symbols: kept.)"""
-    import numpy as np
-    names = sorted(c.symbols())
-    if len(names) != 2:
-        return False
-    grid = np.array(sorted(set(range(1, 65)) | {1 << k for k in range(6, 21)} |
-                           {(1 << k) + 1 for k in range(6, 21)} | {(1 << k) - 1 for k in range(6, 21)}),
-                    dtype=np.int64)
-    env = {names[0]: grid[:, None], names[1]: grid[None, :]}
-    return bool(np.all(c.holds(env)))
 
 
 # ---- the record in ONNX metadata, and checking concrete sizes against it -------------------
@@ -146,7 +132,18 @@ class RecordError(ValueError):
 
 def violation(record: dict, shapes: dict, network: str = "the network") -> str | None:
     """The message for the first rule that the concrete input `shapes` ({input: dims}) break,
-    or None when they fit. Raises RecordError on a record it cannot read."""
+    or None when they fit. Raises RecordError on a record it cannot read (a record in a file
+    from elsewhere may hold anything JSON can: every failure to read it is a RecordError)."""
+    try:
+        return _violation(record, shapes, network)
+    except RecordError:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError,
+            ZeroDivisionError, RecursionError, MemoryError) as e:
+        raise RecordError(f"{type(e).__name__}: {e}") from None
+
+
+def _violation(record: dict, shapes: dict, network: str) -> str | None:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise RecordError("unknown format")
     env, seen_at = {}, {}

@@ -17,7 +17,7 @@ from ...ir import dims as D
 from ...passes.size_rules import bracket, render, rule_message, size_rules, sizes_that_work, symbol_dims
 
 
-def size_guards(graph, arg_names: list, torch_name: str = "torch") -> list:
+def size_guards(graph, arg_names: list) -> list:
     """Source lines (unindented) checking the inputs' sizes; `arg_names` are forward()'s
     parameter names for graph.inputs, in order. Empty when every size works."""
     positions = symbol_dims(graph)
@@ -28,7 +28,7 @@ def size_guards(graph, arg_names: list, torch_name: str = "torch") -> list:
     if not rules and not shared:
         return []
     sizes = sizes_that_work(graph) if rules else []
-    check = f"{torch_name}._check_with"
+    check = "torch._check_with"
     lines = []
     if sizes:
         lines.append("# input sizes that work: " + "; ".join(sizes))
@@ -42,17 +42,15 @@ def size_guards(graph, arg_names: list, torch_name: str = "torch") -> list:
         used = sorted(D.symbols(r.a) | D.symbols(r.b))
         text = rule_message(graph.name, r.relation, r.message, r.where, sizes) + "; where " + \
             ", ".join(f"{s} is dim {positions[s][0][1]} of {positions[s][0][0]}" for s in used)
-        lines.append(f"{check}(ValueError, {_condition(r, dim, torch_name)}, lambda: {text!r})")
+        lines.append(f"{check}(ValueError, {_condition(r, dim)}, lambda: {text!r})")
     return lines
 
 
-def _condition(rule, dim: dict, torch_name: str = "torch") -> str:
-    to_int = f"{torch_name}.sym_int"       # resize's floor(L * s); torch.export specialises on int()
+def _condition(rule, dim: dict) -> str:
+    to_int = "torch.sym_int"       # resize's floor(L * s); torch.export specialises on int()
     a, b = render(rule.a, dim, to_int), render(rule.b, dim, to_int)
     if rule.kind == "eq":
         return f"{a} == {b}"
     if rule.kind == "ge":
         return f"{a} >= {b}"
     return f"{bracket(a)} % {bracket(b)} == {int(rule.r)}"
-
-
