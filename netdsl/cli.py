@@ -403,7 +403,7 @@ def cmd_run(args) -> int:
                 from None
         label = args.file
         given = _input_shapes_onnx(data, args.inputs, args.file)
-        data = args.file        # by path: onnxruntime finds external data beside the model
+        data = os.path.realpath(args.file)      # by path: onnxruntime finds external data beside it
     else:
         from .backends.onnx.export import PROTOBUF_LIMIT
         net = _load(args)

@@ -13,9 +13,15 @@ What happens depends on what is at the path:
 - "-": standard output;
 - an open file object: written as is.
 
-Temporary files are named `.NAME.netdsl-PID.tmp`. SIGINT and SIGTERM (and SIGHUP) while
-writing remove them; one left by a killed process (SIGKILL, a crash) is removed by the next
-write of the same output, once its process is gone.
+Temporary files are named `.NAME.netdsl-PID.tmp`, and held under an exclusive flock while
+being written. SIGINT and SIGTERM (and SIGHUP) while writing remove them; one left by a killed
+process (SIGKILL, a crash) is removed by the next write of the same output, once no process
+holds its lock (PIDs are per PID namespace, so two containers sharing a directory cannot judge
+each other's by PID; where flock is unavailable, the PID is the fallback).
+
+Several outputs (ONNX external data: the data file, then the model) are committed together:
+every temporary file is fsync'ed first, then they are renamed back to back with SIGINT, SIGTERM
+and SIGHUP held off, so that a signal cannot fall between the renames.
 """
 from __future__ import annotations
 
@@ -27,7 +33,12 @@ import stat
 import sys
 import threading
 
-from .errors import OutputError
+from .errors import OutputError, UsageError
+
+try:
+    import fcntl
+except ImportError:          # not POSIX: stale temporary files are judged by PID
+    fcntl = None
 
 STDOUT = "-"
 
@@ -49,8 +60,11 @@ def write_outputs(parts, require_regular: bool = False) -> None:
                 sink = _open_sink(target, require_regular)
                 sinks.append(sink)
                 emit(sink)
-            for sink in sinks:
-                sink.commit()
+            for sink in sinks:           # everything on disk before anything is renamed
+                sink.prepare()
+            with _signals_held():
+                for sink in sinks:
+                    sink.commit()
         except BaseException:
             for sink in reversed(sinks):
                 sink.discard()
@@ -59,6 +73,17 @@ def write_outputs(parts, require_regular: bool = False) -> None:
 
 def is_file_object(target) -> bool:
     return hasattr(target, "write")
+
+
+def path_text(target) -> str:
+    """An output path as a str: a str, an os.PathLike, or bytes (decoded as the OS does);
+    anything else is a UsageError naming it."""
+    if isinstance(target, (str, bytes, os.PathLike)):
+        try:
+            return os.fsdecode(target)
+        except TypeError:            # __fspath__ returned something else
+            pass
+    raise UsageError(f"an output is a path (str or os.PathLike), '-' or an open file, got {target!r}")
 
 
 def describe(target) -> str:
@@ -99,9 +124,14 @@ class _Sink:
             raise e
         raise OutputError(f"cannot write {self.label}: {e.strerror or e}") from None
 
+    def prepare(self) -> None:
+        """Make the content durable before any output is committed."""
+
     def commit(self) -> None:
+        flush = getattr(self._file, "flush", None)      # a file-like object may have no flush()
         try:
-            self._file.flush()
+            if flush is not None:
+                flush()
         except OSError as e:
             self._failed(e)
 
@@ -194,15 +224,24 @@ class _Atomic(_Sink):
             self._flushed = self._written
         return n
 
-    def commit(self) -> None:
+    def prepare(self) -> None:
         try:
             os.fsync(self._file.fileno())
-            self._file.close()
+        except OSError as e:
+            self._failed(e)
+
+    def commit(self) -> None:
+        try:
+            # renamed before closing: closing drops the lock that keeps _remove_stale away
             os.replace(self._tmp, self._path)
         except OSError as e:
             self._failed(e)
         self._forget()
         self._tmp = None
+        try:
+            self._file.close()
+        except OSError:
+            pass
         _fsync_dir(self._dir)
 
     def discard(self) -> None:
@@ -228,7 +267,7 @@ def _open_sink(target, require_regular: bool) -> _Sink:
         if require_regular:
             raise OutputError(f"cannot write {describe(target)}: this output needs a file path")
         return _FileObject(target)
-    text = os.fspath(target)
+    text = path_text(target)
     if text == STDOUT:
         if require_regular:
             raise OutputError("cannot write standard output: this output needs a file path")
@@ -255,8 +294,23 @@ def _open_sink(target, require_regular: bool) -> _Sink:
 
 # ---- temporary files ------------------------------------------------------------------------
 
+_NAME_BYTES = 200     # "." + 200 bytes + ".netdsl-" + PID + "-999.tmp" stays within 255 bytes
+
+
 def _temp_prefix(name: str) -> str:
-    return f".{name[:200]}{_TMP_TAG}"       # stays under the usual 255-byte name limit
+    """`.NAME.netdsl-`, NAME cut to _NAME_BYTES bytes (file name limits count bytes, and a
+    UTF-8 character may take four) without cutting a character in half."""
+    raw = os.fsencode(name)
+    if len(raw) > _NAME_BYTES:
+        for end in range(_NAME_BYTES, _NAME_BYTES - 4, -1):
+            try:
+                name = raw[:end].decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                continue
+        else:                # not UTF-8: cut the bytes as they are
+            name = os.fsdecode(raw[:_NAME_BYTES])
+    return f".{name}{_TMP_TAG}"
 
 
 def _create_temp(directory: str, name: str, label: str):
@@ -272,6 +326,9 @@ def _create_temp(directory: str, name: str, label: str):
                 continue
             except OSError as e:
                 raise OutputError(f"cannot write {label}: {e.strerror or e}") from None
+            if not _lock_new(fd, tmp):       # another process took it for stale in between
+                os.close(fd)
+                continue
             _active.add(tmp)
             return tmp, fd
     raise OutputError(f"cannot write {label}: too many temporary files beside it")
@@ -293,12 +350,54 @@ def _remove_stale(directory: str, name: str) -> None:
         full = os.path.join(directory, entry)
         pid = int(m.group(1))
         with _active_lock:
-            busy = full in _active if pid == me else _process_alive(pid)
-        if not busy:
-            try:
-                os.unlink(full)
-            except OSError:
-                pass
+            if pid == me and full in _active:
+                continue
+            if fcntl is not None:
+                _remove_if_unlocked(full)
+            elif not _process_alive(pid):
+                try:
+                    os.unlink(full)
+                except OSError:
+                    pass
+
+
+def _lock_new(fd: int, path: str) -> bool:
+    """Lock a temporary file just made; False if it has been removed meanwhile (taken for a
+    stale one by another process between its creation and the lock)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another process holds it, about to remove it
+        return False
+    except OSError:          # a file system without flock: no lock, as where fcntl is missing
+        return True
+    return _same_file(fd, path)
+
+
+def _remove_if_unlocked(path: str) -> None:
+    """Remove a temporary file that no process holds locked (its writer is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return               # not ours to judge (unreadable, gone already)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _same_file(fd, path):          # still the file that was locked, not a new one
+            os.unlink(path)
+    except OSError:
+        pass                 # locked: being written
+    finally:
+        os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _process_alive(pid: int) -> bool:
@@ -361,6 +460,23 @@ class _Terminated(BaseException):
 
 
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class _signals_held:
+    """Block SIGINT, SIGTERM and SIGHUP (delivered when unblocked) while the outputs are
+    renamed, so that none falls between two renames; only in the main thread, where Python
+    runs handlers, and where pthread_sigmask exists."""
+
+    def __enter__(self):
+        self.old = None
+        if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *_SIGNALS})
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+        return False
 
 
 class _cleanup_on_termination:

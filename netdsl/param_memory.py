@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import ResourceLimitError
 from .ir.graph import Graph, param_key
-from .memory import available_bytes, gib
+from .memory import available_bytes, human_bytes
 
 
 def _nbytes(spec) -> int:
@@ -35,6 +35,6 @@ def check_params_fit(graph: Graph, copies: int = 1, purpose: str = "its weights"
     key = param_key(node.path, pname)
     times = f" ({copies} copies)" if copies > 1 else ""
     raise ResourceLimitError(
-        f"{node.path or key}: {node.op} needs {gib(n)} for {key} {list(spec.shape)}; network "
-        f"{graph.name} needs {gib(need)}{times} for {purpose}, more than the {gib(avail)} of "
+        f"{node.path or key}: {node.op} needs {human_bytes(n)} for {key} {list(spec.shape)}; network "
+        f"{graph.name} needs {human_bytes(need)}{times} for {purpose}, more than the {human_bytes(avail)} of "
         f"memory available", node.span, node.trace)

@@ -105,6 +105,63 @@ def test_a_failed_write_keeps_both_files(net, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
 
 
+def test_through_a_symlink_the_data_goes_beside_the_target(net, tmp_path):
+    # onnx and onnxruntime look for `location` in the directory of the model's real path
+    # (onnxruntime refuses data outside it), so the data file is beside the link's target
+    (tmp_path / "a").mkdir()
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "a" / "link.onnx"
+    link.symlink_to("../sub/real.onnx")
+    data = net.save_onnx(link, seed=2, external_data=True)
+    real = tmp_path / "sub" / "real.onnx"
+    assert data == str(real) + ".data"
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["link.onnx"] and link.is_symlink()
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["real.onnx", "real.onnx.data"]
+    head = onnx.load(str(real), load_external_data=False)
+    assert {e.value for t in head.graph.initializer for e in t.external_data if e.key == "location"} \
+        == {"real.onnx.data"}
+    onnx.checker.check_model(os.path.realpath(link), full_check=True)
+    inline = tmp_path / "inline.onnx"
+    net.save_onnx(inline, seed=2)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(outputs(os.path.realpath(link), x), outputs(inline, x))
+    # a link in the same directory as its target can be opened by itself
+    near = tmp_path / "sub" / "near.onnx"
+    near.symlink_to("real.onnx")
+    net.save_onnx(near, seed=2, external_data=True)
+    onnx.checker.check_model(str(near), full_check=True)
+    np.testing.assert_array_equal(outputs(near, x), outputs(inline, x))
+
+
+def test_every_file_is_synced_before_the_renames_which_hold_off_signals(net, tmp_path, monkeypatch):
+    import signal
+    import stat
+    from netdsl import output
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):        # not the directory, after a rename
+            events.append("fsync")
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        events.append(("replace", os.path.basename(dst), signal.SIGTERM in held and signal.SIGINT in held))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(output.os, "fsync", fsync)
+    monkeypatch.setattr(output.os, "replace", replace)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    net.save_onnx(tmp_path / "m.onnx", external_data=True)
+    files = [e for e in events if e == "fsync"]
+    renames = [e for e in events if e != "fsync"]
+    assert renames == [("replace", "m.onnx.data", True), ("replace", "m.onnx", True)]
+    assert len(files) >= 2 and events[:len(files)] == files      # both synced before either rename
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    onnx.checker.check_model(str(tmp_path / "m.onnx"), full_check=True)
+
+
 def test_cli_external_data_compiles_and_runs(tmp_path):
     spec = tmp_path / "wide.net"
     spec.write_text(SPEC)

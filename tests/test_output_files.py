@@ -20,7 +20,7 @@ import onnx
 import pytest
 
 import netdsl
-from netdsl.errors import NetDSLError, OutputError
+from netdsl.errors import NetDSLError, OutputError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,9 +39,9 @@ def net():
 
 @pytest.fixture(scope="module")
 def model_bytes(net):
-    from netdsl.backends.onnx.export import write_model
+    from netdsl.backends.onnx.export import StreamedModel
     buf = io.BytesIO()
-    write_model(net.graph, net.init_weights(), buf)
+    StreamedModel(net.graph, net.init_weights()).write_inline(buf)
     return buf.getvalue()
 
 
@@ -236,6 +236,34 @@ def test_file_objects(net, model_bytes, tmp_path):
     assert (tmp_path / "m.onnx").read_bytes() == model_bytes
 
 
+def test_file_objects_without_flush_and_bad_paths(net, model_bytes, tmp_path):
+    class Collect:                    # write() is all a file object needs
+        def __init__(self):
+            self.parts = []
+
+        def write(self, data):
+            self.parts.append(bytes(data))
+            return len(data)
+
+    sink = Collect()
+    net.save_onnx(sink)
+    assert b"".join(sink.parts) == model_bytes
+    net.save_torch_source(sink)
+    for bad in (123, 4.5, None, ["m.onnx"]):
+        for save in (net.save_onnx, net.save_torch_source):
+            with pytest.raises(UsageError) as e:
+                save(bad)
+            assert repr(bad) in str(e.value)
+    with pytest.raises(UsageError, match="123"):
+        net.save_onnx(123, external_data=True)
+    # bytes paths are paths, as for open()
+    net.save_onnx(os.fsencode(tmp_path / "b.onnx"))
+    assert (tmp_path / "b.onnx").read_bytes() == model_bytes
+    net.save_onnx(os.fsencode(tmp_path / "e.onnx"), external_data=True)
+    assert (tmp_path / "e.onnx.data").is_file()
+    assert leftovers(tmp_path) == []
+
+
 def test_api_dash_is_standard_output(net, capfdbinary):
     net.save_torch_source("-")
     assert capfdbinary.readouterr().out == net.torch_source().encode("utf-8")
@@ -249,16 +277,74 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def test_stale_temporary_files_of_dead_processes_are_removed(net, tmp_path):
+# Holds an exclusive flock on the file named by argv[1], as a writer does, until stdin closes.
+HOLD_LOCK = """\
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_stale_temporary_files_are_judged_by_their_lock_not_their_pid(net, tmp_path):
+    pytest.importorskip("fcntl")
     dead = tmp_path / f".m.onnx.netdsl-{_dead_pid()}.tmp"
     mine = tmp_path / f".m.onnx.netdsl-{os.getpid()}.tmp"      # not one this process is writing
-    live = tmp_path / f".m.onnx.netdsl-{os.getppid()}.tmp"     # a running process may be writing it
+    # a live PID, but PIDs are per namespace: in another container it names someone else
+    unlocked = tmp_path / f".m.onnx.netdsl-{os.getppid()}.tmp"
+    # a PID dead here, but the file is locked: a writer (in another container) is at work
+    locked = tmp_path / f".m.onnx.netdsl-{_dead_pid()}-1.tmp"
     other = tmp_path / f".other.onnx.netdsl-{_dead_pid()}.tmp"  # another output's: not ours to judge
-    for p in (dead, mine, live, other):
+    for p in (dead, mine, unlocked, locked, other):
         p.write_bytes(b"partial")
-    net.save_onnx(tmp_path / "m.onnx")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(locked)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        net.save_onnx(tmp_path / "m.onnx")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
     onnx.checker.check_model(str(tmp_path / "m.onnx"))
-    assert leftovers(tmp_path) == sorted([live.name, other.name])
+    assert leftovers(tmp_path) == sorted([locked.name, other.name])
+    net.save_onnx(tmp_path / "m.onnx")          # its writer is gone: now it is stale
+    assert leftovers(tmp_path) == [other.name]
+
+
+def test_the_temporary_file_is_locked_while_being_written(net, tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    seen = []
+
+    def emit(f):
+        (tmp,) = [p for p in tmp_path.iterdir() if ".netdsl-" in p.name]
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        seen.append(tmp.name)
+        f.write(b"content")
+
+    from netdsl.output import write_outputs
+    write_outputs([(tmp_path / "m.bin", emit)])
+    assert len(seen) == 1 and (tmp_path / "m.bin").read_bytes() == b"content"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("char", ["e", "\u00e9", "\u20ac", "\U0001f600"])
+def test_temporary_names_of_long_names_stay_within_255_bytes(net, tmp_path, char):
+    from netdsl.output import _temp_prefix
+    name = char * (250 // len(char.encode())) + ".py"       # a valid name, up to 253 bytes
+    assert len(name.encode()) <= 255
+    prefix = _temp_prefix(name).encode()                     # valid UTF-8, or encode() raises
+    assert len(prefix + b"4194304-999.tmp") <= 255
+    out = tmp_path / name
+    net.save_torch_source(out)
+    assert "class Small(nn.Module)" in out.read_text()
+    assert leftovers(tmp_path) == []
 
 
 # A child that writes a model and stops in the middle of it (waiting for a weight, as when

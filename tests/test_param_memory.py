@@ -10,10 +10,19 @@ from pathlib import Path
 import pytest
 
 import netdsl
-from netdsl import param_memory
-from netdsl.errors import NetDSLError, ResourceLimitError
+from netdsl import memory, param_memory
+from netdsl.errors import ResourceLimitError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# the CLI on a machine with 8 GiB free, whatever this one has
+SMALL_MACHINE_CLI = """\
+import sys
+from netdsl import param_memory
+param_memory.available_bytes = lambda: 8 << 30
+from netdsl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 # fc.weight is 2**20 x 2**16 float32: 256 GiB
 HUGE = """\
@@ -23,8 +32,16 @@ network Huge {
 }
 """
 
+# what the HUGE tests see as free memory, whatever the machine has: they must never allocate
+SMALL_MACHINE = 8 << 30
 
-def test_random_weights_over_memory_are_a_located_error():
+
+@pytest.fixture
+def small_machine(monkeypatch):
+    monkeypatch.setattr(param_memory, "available_bytes", lambda: SMALL_MACHINE)
+
+
+def test_random_weights_over_memory_are_a_located_error(small_machine):
     net = netdsl.loads(HUGE, name="huge.net")
     assert net.param_count() == 2 ** 36 + 2 ** 20        # analysis still works
     with pytest.raises(ResourceLimitError) as e:
@@ -32,14 +49,14 @@ def test_random_weights_over_memory_are_a_located_error():
     err = e.value
     assert (err.file, err.line, err.col) == ("huge.net", 3, 33)
     assert "fc: Linear needs 256.0 GiB for fc.weight [1048576, 65536]" in err.message
-    assert "of memory available" in err.message
+    assert "more than the 8.0 GiB of memory available" in err.message
     with pytest.raises(ResourceLimitError):
         net.to_onnx()
     with pytest.raises(ResourceLimitError):
         net.save_onnx(os.devnull)
 
 
-def test_to_torch_over_memory_is_a_located_error():
+def test_to_torch_over_memory_is_a_located_error(small_machine):
     pytest.importorskip("torch")
     net = netdsl.loads(HUGE, name="huge.net")
     with pytest.raises(ResourceLimitError, match="fc: Linear needs 256.0 GiB"):
@@ -71,9 +88,71 @@ def test_cli_compile_over_memory_exits_1(tmp_path):
     spec.write_text(HUGE)
     out = tmp_path / "huge.onnx"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-m", "netdsl", "compile", str(spec), "-t", "onnx", "-o", str(out)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run([sys.executable, "-c", SMALL_MACHINE_CLI, "compile", str(spec), "-t", "onnx",
+                        "-o", str(out)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1, r.stderr
     assert f"{spec}:3:33: error: fc: Linear needs 256.0 GiB" in r.stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["huge.net"]
-    assert isinstance(ResourceLimitError("x"), NetDSLError)
+
+
+# ---- what "available" means: the least of the machine's and the cgroup's --------------------
+
+def fake_cgroup(root, files: dict):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.fixture
+def cgroup(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "CGROUP_ROOT", str(tmp_path))
+    monkeypatch.setattr(memory, "_machine_available", lambda: 64 << 30)     # a big host
+    return tmp_path
+
+
+def test_a_cgroup_v2_limit_counts(cgroup):
+    assert memory.available_bytes() == 64 << 30            # no cgroup files: the machine's
+    fake_cgroup(cgroup, {"memory.max": "4294967296\n", "memory.current": "1073741824\n"})
+    assert memory.available_bytes() == 3 << 30
+    fake_cgroup(cgroup, {"memory.stat": "anon 1\nfile 536870912\ninactive_file 536870912\n"})
+    assert memory.available_bytes() == (3 << 30) + (512 << 20)     # inactive cache is reclaimable
+    assert not memory.fits(4 << 30) and memory.fits(3 << 30)
+    fake_cgroup(cgroup, {"memory.max": "max\n"})
+    assert memory.available_bytes() == 64 << 30            # 'max': no limit
+    fake_cgroup(cgroup, {"memory.max": "80000000000\n"})
+    assert memory.available_bytes() == 64 << 30            # a limit above the machine's free memory
+
+
+def test_a_cgroup_v1_limit_counts(cgroup):
+    v1 = {"memory/memory.limit_in_bytes": "2147483648\n", "memory/memory.usage_in_bytes": "536870912\n"}
+    fake_cgroup(cgroup, v1)
+    assert memory.available_bytes() == (2 << 30) - (512 << 20)
+    fake_cgroup(cgroup, {"memory/memory.limit_in_bytes": "9223372036854771712\n"})   # v1's "unlimited"
+    assert memory.available_bytes() == 64 << 30
+    fake_cgroup(cgroup, {"memory/memory.limit_in_bytes": "1073741824\n",
+                         "memory/memory.usage_in_bytes": "2147483648\n"})          # over its limit
+    assert memory.available_bytes() == 0
+
+
+@pytest.mark.parametrize("files", [
+    {"memory.max": "garbage\n", "memory.current": "1\n"},
+    {"memory.max": "", "memory.current": "1\n"},
+    {"memory.max": "1073741824\n"},                                      # no usage
+    {"memory.max": "1073741824\n", "memory.current": "-5\n"},
+    {"memory/memory.limit_in_bytes": "1073741824\n", "memory/memory.usage_in_bytes": "x\n"},
+])
+def test_unreadable_cgroup_files_are_ignored(cgroup, files):
+    fake_cgroup(cgroup, files)
+    assert memory.available_bytes() == 64 << 30
+
+
+def test_a_bad_memory_stat_is_ignored(cgroup):
+    fake_cgroup(cgroup, {"memory.max": "4294967296\n", "memory.current": "1073741824\n",
+                         "memory.stat": "inactive_file lots\n"})
+    assert memory.available_bytes() == 3 << 30
+
+
+def test_human_bytes():
+    assert memory.human_bytes(256 << 30) == "256.0 GiB"
+    assert memory.human_bytes(3 << 19) == "1.5 MiB"

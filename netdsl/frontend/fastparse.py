@@ -141,23 +141,14 @@ def _checksum(data: bytes) -> str:
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-    import tempfile
-    tmp = None
+    """Write the cache file with the project's one writer (atomic, and no temporary file left
+    behind for long: the next write removes one a killed process left)."""
+    from ..output import write_outputs
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:
+        write_outputs([(path, lambda f: f.write(payload))], require_regular=True)
+    except (OSError, NetDSLError):
         pass                # a read-only or missing cache directory: keep the tables in memory
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def extract_tables(lark) -> dict:

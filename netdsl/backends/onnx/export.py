@@ -218,13 +218,3 @@ class StreamedModel:
             f.write(self._bytes(name, spec))
             pos = offset + nbytes
 
-
-def write_model(graph: Graph, weights: dict, path, opset: int = DEFAULT_OPSET) -> None:
-    """Write the single-file model to an open binary file or a path, streaming the weights.
-    (Network.save_onnx is the safe way to write a path: atomic, and external data when needed.)"""
-    model = StreamedModel(graph, weights, opset)
-    if hasattr(path, "write"):
-        model.write_inline(path)
-    else:
-        with open(path, "wb") as f:
-            model.write_inline(f)
