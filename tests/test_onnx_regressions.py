@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 import netdsl
+from netdsl.errors import NetDSLError
 
 ort.set_default_logger_severity(4)      # the failures are asserted, not logged
 
@@ -174,3 +175,41 @@ def test_every_resize_form_survives_transposes_at_every_opset(how, mode, align_c
     net = netdsl.loads(_resize_spec(how, mode, align_corners, dims))
     shapes = [(2, 3, 7, 6)] + ([(1, 1, 9, 5)] if how == "like" else [])
     _agrees_with_torch(net, shapes, opsets=range(13, 22))
+
+
+# ---- a dilated max-pooling window that holds only padding ----------------------------------------
+# torch gives -inf there and onnxruntime the lowest float (found by tests/fuzz/diff_fuzz.py): the
+# checker refuses the sizes where it happens, exactly those.
+
+def test_a_window_of_only_padding_is_a_located_error():
+    src = ("network A {\n    input x: f32[N, 3, 1, W]\n"
+           "    output y = x -> MaxPool2d(2, stride = 1, padding = [1, 1], dilation = 2)\n}\n")
+    with pytest.raises(NetDSLError) as info:
+        netdsl.loads(src, name="t.net")
+    assert info.value.header() == ("t.net:3:21: error: MaxPool2d: dim 2: with dilation 2 and padding 1, a "
+                                   "window would hold only padding unless the size is at least 2")
+    sym = netdsl.loads(src.replace("f32[N, 3, 1, W]", "f32[N, 3, H, W]"))
+    assert sym.constraints == ["H ≥ 2", "W ≥ 2"]
+
+
+def test_the_checker_refuses_exactly_the_sizes_with_windows_of_only_padding():
+    import torch
+    checked = 0
+    for k, d, s, ceil in itertools.product([1, 2, 3], [1, 2, 3], [1, 2, 3], ["false", "true"]):
+        for p, size in itertools.product(range(k // 2 + 1), range(1, 9)):
+            spec = (f"network A {{ input x: f32[1, 1, {size}, 1]\n output y = x -> MaxPool2d([{k}, 1], "
+                    f"stride = [{s}, 1], padding = [{p}, 0], dilation = [{d}, 1], ceil_mode = {ceil}) }}")
+            try:
+                netdsl.loads(spec)
+                accepted = True
+            except NetDSLError:
+                accepted = False
+            try:
+                y = torch.nn.functional.max_pool2d(torch.zeros(1, 1, size, 1), (k, 1), (s, 1), (p, 0), (d, 1),
+                                                   ceil_mode=ceil == "true")
+                works = y.numel() > 0 and bool(torch.isfinite(y).all())
+            except RuntimeError:
+                works = False
+            assert accepted == works, spec
+            checked += 1
+    assert checked > 700

@@ -187,8 +187,9 @@ def _pool(b, node, ins, outs):
     kw = dict(kernel_shape=list(k), strides=list(s))
     if node.op == "MaxPool2d":
         if any(di > 1 for di in d) and any(begin + end):
-            # a dilated window can lie wholly in the padding, where torch gives -inf and onnxruntime
-            # the lowest float; ceil mode's end pad may also exceed the kernel, which onnxruntime rejects
+            # padding by -inf, as torch pads: ceil mode's end pad may exceed the kernel, which
+            # onnxruntime rejects (a window wholly in the padding, where torch gives -inf and
+            # onnxruntime the lowest float, is refused by the checker)
             pads = b.ints([0, 0] + begin + [0, 0] + end)
             x = b.add("Pad", [x, pads, b.const(np.float32(-np.inf), "neg_inf")], "padded")
             begin = end = [0, 0]

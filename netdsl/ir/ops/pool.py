@@ -37,6 +37,15 @@ def _infer_pool(a, shapes, ctx):
     out = list(x[:2])
     for i, size in enumerate(x[2:]):
         k, s, p, d = a["kernel_size"][i], a["stride"][i], a["padding"][i], a["dilation"][i]
+        if p and d > 1:
+            # A window starting in the left padding at -q reaches the input first at q mod d
+            # (the dilation steps over the rest); below that size it holds only padding, where
+            # torch gives -inf and onnxruntime the lowest float. Those windows start at o*s - p.
+            first = max((o * s - p) % d for o in range((p + s - 1) // s))
+            if first:
+                ctx.require_ge(size, first + 1, f"dim {i + 2}: with dilation {d} and padding {p}, a "
+                                                f"window would hold only padding unless the size is "
+                                                f"at least {first + 1}")
         if a["ceil_mode"] and p + s > d * (k - 1) + 1:
             # torch drops a last window that would start in the right padding; here that
             # leaves exactly the windows starting before size + p
