@@ -63,10 +63,10 @@ class Network:
         from .weights import init_weights
         return init_weights(self.graph, check_seed(seed))
 
-    def _weights(self, weights, seed: int, wait: bool = True) -> dict:
+    def _weights(self, weights, seed: int, wait: bool = True, lazy: bool = False) -> dict:
         from .weights import check_weights, from_state_dict, init_weights, load_weights
         if weights is None:
-            return init_weights(self.graph, check_seed(seed), wait=wait)
+            return init_weights(self.graph, check_seed(seed), wait=wait, lazy=lazy)
         if isinstance(weights, (str, Path)):
             weights = load_weights(weights)
         elif hasattr(weights, "state_dict") and callable(weights.state_dict):
@@ -126,7 +126,8 @@ class Network:
         if external_data and (is_file_object(path) or str(path) == "-"):
             raise UsageError(f"{too_big}external data is written as a .onnx plus a data file beside "
                              f"it, which needs a file path, not {describe(path)}")
-        model.weights = self._weights(weights, seed, wait=False)   # written while still being generated
+        # random weights are generated while being written, the large ones chunk by chunk
+        model.weights = self._weights(weights, seed, wait=False, lazy=True)
         if not external_data:
             write_outputs([(path, model.write_inline)])
             return None

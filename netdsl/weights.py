@@ -24,13 +24,21 @@ def _executor():
     return _pool
 
 
-def _fill_uniform(flat: np.ndarray, start: int, bound: float, key: list) -> None:
-    """U(-bound, bound) into flat[start:start + _CHUNK]; numpy releases the GIL here."""
-    part = flat[start:start + _CHUNK]
-    rng = np.random.Generator(np.random.SFC64(key + [start // _CHUNK]))
+def _fill_chunk(part: np.ndarray, index: int, bound: float, key: list) -> None:
+    """U(-bound, bound) into `part`, chunk `index` of a parameter; numpy releases the GIL here."""
+    rng = np.random.Generator(np.random.SFC64(key + [index]))
     rng.random(out=part, dtype=np.float32)
     part *= np.float32(2 * bound)
     part -= np.float32(bound)
+
+
+def _fill_uniform(flat: np.ndarray, start: int, bound: float, key: list) -> None:
+    """U(-bound, bound) into flat[start:start + _CHUNK]."""
+    _fill_chunk(flat[start:start + _CHUNK], start // _CHUNK, bound, key)
+
+
+def _uniform_key(name: str, spec: ParamSpec, seed: int):
+    return [seed, zlib.crc32(name.encode())], spec.scale or 1.0 / np.sqrt(spec.fan_in)
 
 
 def _init_one(name: str, spec: ParamSpec, seed: int, pool):
@@ -46,8 +54,7 @@ def _init_one(name: str, spec: ParamSpec, seed: int, pool):
     # name and chunk so that values depend neither on other parameters nor on thread timing
     out = np.empty(spec.shape, dtype=np.float32)
     flat = out.reshape(-1)
-    key = [seed, zlib.crc32(name.encode())]
-    bound = spec.scale or 1.0 / np.sqrt(spec.fan_in)
+    key, bound = _uniform_key(name, spec, seed)
     starts = range(0, max(flat.size, 1), _CHUNK)
     if pool is None or flat.size < _CHUNK // 8:
         for st in starts:
@@ -78,23 +85,94 @@ class PendingArray:
         return self.array
 
 
-def init_weights(graph: Graph, seed: int = 0, wait: bool = True) -> dict:
+class LazyUniform:
+    """A uniform-random parameter not made yet: `stream_bytes` generates it chunk by chunk
+    into a few reused buffers as a writer consumes it, so that writing a large model neither
+    holds all its weights in memory nor pays for first touching every page of them (on some
+    machines that alone costs as much as generating the numbers). `result()` makes the whole
+    array; either way the values are those `init_weights` gives."""
+    __slots__ = ("shape", "dtype", "size", "key", "bound")
+
+    def __init__(self, name: str, spec: ParamSpec, seed: int):
+        self.shape, self.dtype = tuple(spec.shape), np.dtype(np.float32)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.key, self.bound = _uniform_key(name, spec, seed)
+
+    def chunks(self) -> int:
+        return -(-self.size // _CHUNK)
+
+    def result(self) -> np.ndarray:
+        out = np.empty(self.shape, dtype=np.float32)
+        flat = out.reshape(-1)
+        for c in range(self.chunks()):
+            _fill_chunk(flat[c * _CHUNK:(c + 1) * _CHUNK], c, self.bound, self.key)
+        return out
+
+
+def init_weights(graph: Graph, seed: int = 0, wait: bool = True, lazy: bool = False) -> dict:
     """Deterministic random weights for every parameter and buffer of the graph.
 
     The fills run on a few threads. With wait=False the values are `PendingArray`s, so
-    that a writer can start on the first parameters while later ones are generated."""
+    that a writer can start on the first parameters while later ones are generated; with
+    lazy=True large uniform ones are `LazyUniform`s, made only as `stream_bytes` writes them."""
     from .param_memory import check_params_fit
+    layout = graph.state_layout()
     check_params_fit(graph, purpose="its random weights")     # a located error, not a MemoryError
     pool = _executor()
-    pending = {name: PendingArray(*_init_one(name, spec, seed, pool))
-               for name, spec in graph.state_layout().items()}
+    out = {}
+    for name, spec in layout.items():
+        size = int(np.prod(spec.shape, dtype=np.int64))
+        if lazy and spec.init == "uniform" and size >= _CHUNK // 8:
+            out[name] = LazyUniform(name, spec, seed)
+        else:
+            out[name] = PendingArray(*_init_one(name, spec, seed, pool))
     if wait:
-        return {name: p.result() for name, p in pending.items()}
-    return pending
+        return {name: resolve(v) for name, v in out.items()}
+    return out
 
 
 def resolve(value) -> np.ndarray:
-    return value.result() if isinstance(value, PendingArray) else value
+    return value.result() if isinstance(value, (PendingArray, LazyUniform)) else value
+
+
+_STREAM_AHEAD = 3         # chunks being generated while one is written
+
+
+def stream_bytes(values: list):
+    """(index, bytes) pieces that together are the little-endian raw data of each of `values`
+    in turn: a LazyUniform, or a function returning an array (called when its turn comes).
+    LazyUniform chunks are generated on the thread pool a few chunks ahead, across
+    parameters, into _STREAM_AHEAD + 1 reused buffers."""
+    from collections import deque
+    jobs = [(i, v, c) for i, v in enumerate(values)
+            for c in (range(v.chunks()) if isinstance(v, LazyUniform) else (None,))]
+    buffers = [None] * (_STREAM_AHEAD + 1)
+    pool = _executor()
+    in_flight: deque = deque()
+
+    def start(j: int):
+        i, v, c = jobs[j]
+        if c is None:
+            in_flight.append(None)
+            return
+        slot = j % len(buffers)
+        if buffers[slot] is None:
+            buffers[slot] = np.empty(_CHUNK, dtype=np.float32)
+        part = buffers[slot][:min(_CHUNK, v.size - c * _CHUNK)]
+        in_flight.append((part, pool.submit(_fill_chunk, part, c, v.bound, v.key)))
+
+    for j in range(min(_STREAM_AHEAD, len(jobs))):
+        start(j)
+    for j, (i, v, c) in enumerate(jobs):
+        job = in_flight.popleft()
+        if j + _STREAM_AHEAD < len(jobs):
+            start(j + _STREAM_AHEAD)     # into the buffer written before this one: free again
+        if job is None:
+            arr = np.ascontiguousarray(v())
+        else:
+            arr, future = job
+            future.result()
+        yield i, memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")
 
 
 def load_weights(path: str | Path) -> dict:

@@ -152,3 +152,21 @@ def test_a_failed_save_leaves_no_file_and_keeps_an_existing_one(net, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.onnx"]
     net.save_onnx(target)
     onnx.checker.check_model(str(target), full_check=True)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_streamed_random_weights_are_those_of_to_onnx(tmp_path, external):
+    """save_onnx generates large random weights chunk by chunk while writing them (several
+    chunks of one parameter, and small parameters between): the same values as to_onnx."""
+    from onnx import numpy_helper
+    from netdsl.weights import _CHUNK
+    net = netdsl.loads("network A { input x: f32[N, 2100]\n"
+                       " output y = x -> Linear(2048) -> ReLU -> Linear(700) -> Linear(10) }")
+    assert 2100 * 2048 > _CHUNK and 2048 * 700 >= _CHUNK // 8       # two chunks; one lazy chunk
+    net.save_onnx(tmp_path / "m.onnx", seed=5, external_data=external)
+    got = onnx.load(str(tmp_path / "m.onnx"))
+    ref = net.to_onnx(seed=5)
+    a = {t.name: numpy_helper.to_array(t) for t in got.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in ref.graph.initializer}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert np.abs(a["linear.weight"]).max() > 0

@@ -151,9 +151,16 @@ class StreamedModel:
         self.tensors = [(name, spec, int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize)
                         for name, spec in used.items()]
 
-    def _bytes(self, name, spec):
-        arr = _array(self.weights, name, spec)      # waits for a fill still running
-        return memoryview(arr.astype(arr.dtype.newbyteorder("<"), copy=False)).cast("B")
+    def _pieces(self):
+        """(tensor index, bytes) of every weight in turn (see weights.stream_bytes)."""
+        from ...weights import LazyUniform, stream_bytes
+
+        def source(name, spec):
+            value = self.weights[name]
+            if isinstance(value, LazyUniform):
+                return value
+            return lambda: _array(self.weights, name, spec)     # waits for a fill still running
+        return stream_bytes([source(name, spec) for name, spec, _ in self.tensors])
 
     # ---- one file
 
@@ -181,9 +188,12 @@ class StreamedModel:
         f.write(self.model.SerializeToString())
         if chunks:
             f.write(b"\x3a" + _varint(total))
-            for prefix, name, spec in chunks:
-                f.write(prefix)
-                f.write(self._bytes(name, spec))
+            current = None
+            for i, piece in self._pieces():
+                if i != current:
+                    f.write(chunks[i][0])
+                    current = i
+                f.write(piece)
 
     # ---- external data
 
@@ -211,10 +221,12 @@ class StreamedModel:
 
     def write_data(self, f) -> None:
         """The external data file: every weight's raw bytes at the offsets external_model gives."""
-        pos = 0
-        for name, spec, offset, nbytes in self._offsets():
+        offsets, pos = self._offsets(), 0
+        for i, piece in self._pieces():
+            offset = offsets[i][2]
             if offset > pos:
                 f.write(bytes(offset - pos))
-            f.write(self._bytes(name, spec))
-            pos = offset + nbytes
+                pos = offset
+            f.write(piece)
+            pos += len(piece)
 
