@@ -128,7 +128,7 @@ def specs(draw):
         elif kind == 2:
             lines.append(f"    if {draw(expressions(1))} {{ ReLU }} else {{ x = ({draw(expressions())}) }}")
         else:
-            lines.append(f"    for i in range(2) {{ x = x -> l{{i}}: ReLU }}")
+            lines.append("    for i in range(2) { x = x -> l{i}: ReLU }")
     lines += ["    output out = x", "}"]
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from ..errors import NetDSLError, ParseError, Source, Span
 from ..gc_pause import paused_gc
@@ -10,6 +11,9 @@ from . import ast as A
 from . import fastparse
 from .grammar_path import grammar_file
 from .strings import decode_string, unlexed_quote
+
+if TYPE_CHECKING:           # lark is imported only where the reference parser runs
+    from lark import Token
 
 # How deeply expressions, groups and statements may nest. The elaborator walks the
 # AST recursively; this keeps it far from Python's recursion limit, and reports
