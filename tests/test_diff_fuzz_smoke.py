@@ -30,6 +30,25 @@ def test_generator_is_deterministic_and_mostly_valid():
     assert accepted >= 28, f"only {accepted}/40 generated specs pass the checker"
 
 
+def test_generator_tracks_the_shapes_it_writes():
+    """The generator's own shape tracking (what keeps its specs valid) agrees with shape
+    inference on every spec the checker accepts, at the sizes it chose."""
+    import netdsl
+    from netdsl.errors import NetDSLError
+    from netdsl.ir import dims as D
+    compared = 0
+    for seed in range(60):
+        sp = spec_gen.generate(seed)
+        try:
+            outputs = netdsl.loads(sp.text).graph.outputs
+        except NetDSLError:
+            continue
+        inferred = {name: tuple(int(D.evaluate(d, sp.symbols)) for d in v.shape) for name, v in outputs}
+        assert inferred == sp.outputs, (seed, sp.text)
+        compared += 1
+    assert compared >= 40
+
+
 def test_harness_runs_and_classifies(tmp_path):
     r = diff_fuzz.run(minutes=1, seed=3, out=tmp_path, count=8, cli_every=4, minimise_s=2,
                       max_minimised=1, quiet=True)

@@ -44,6 +44,7 @@ class Spec:
     text: str
     symbols: dict = field(default_factory=dict)     # symbol -> representative size
     features: tuple = ()                            # what the spec uses (for coverage stats)
+    outputs: dict = field(default_factory=dict)     # output -> shape the generator tracked, at `symbols`
 
 
 class _Fail(Exception):
@@ -668,7 +669,7 @@ class Gen:
         if extra and self.chance(0.3):
             outs += self.r.sample(extra, min(len(extra), self.r.randint(1, 2)))
             self.features.add("multi_output")
-        taken = set()
+        taken, shapes = set(), {}
         for i, src in enumerate(outs):
             name = "y" if i == 0 else f"out{i}"
             if self.chance(0.1) and src not in ("x", "z"):
@@ -676,9 +677,10 @@ class Gen:
             if name in taken:
                 name = f"out{i}"
             taken.add(name)
+            shapes[name] = tuple(rep for rep, _ in self.tensors[src])
             self.emit(f"output {name} = {src}")
         self.emit("}", 0)
-        return Spec("\n".join(self.lines) + "\n", dict(self.symbols), tuple(sorted(self.features)))
+        return Spec("\n".join(self.lines) + "\n", dict(self.symbols), tuple(sorted(self.features)), shapes)
 
 
 def generate(seed: int) -> Spec:
