@@ -55,8 +55,7 @@ class ModuleScope:
 
     def child(self, label: str | None, hint: str, span: Span | None, item: bool = True) -> tuple:
         """The path of a new layer or block instance in this scope."""
-        if label is not None:
-            check_label(label, span)
+        if label is not None:      # checked by check_label where the elaborator builds it
             if label in self.taken:
                 first = self.taken[label]
                 where = f" (first used at {first.location()})" if first else ""

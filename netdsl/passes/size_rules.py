@@ -57,12 +57,8 @@ def symbol_dims(graph) -> dict:
 def size_rules(graph) -> list:
     """The constraints that exclude some input size, each once, in the order recorded."""
     from .constraints import _relation, _trivial
-    kept, seen = [], set()
-    for c in graph.constraints:
-        key = (c.kind, D.fmt(c.a), D.fmt(c.b), c.r)
-        if key not in seen and not _trivial(c):     # (those hold for every size: cheap to drop)
-            seen.add(key)
-            kept.append(c)
+    # graph.constraints holds each constraint once already (elaborate.RecordedConstraints)
+    kept = [c for c in graph.constraints if not _trivial(c)]   # (those hold for every size)
     kept = _drop_implied(kept) if kept else []
     return [SizeRule(c.kind, c.a, c.b, c.r, _relation(c), c.message,
                      c.span.location() if c.span else None) for c in kept]
