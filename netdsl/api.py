@@ -52,7 +52,15 @@ class Network:
         return self.summary()["constraints"]
 
     def param_count(self) -> int:
+        """Elements of all parameters, trainable and frozen (buffers excluded)."""
         return self.graph.param_count()
+
+    def trainable_param_count(self) -> int:
+        return self.graph.trainable_param_count()
+
+    def frozen_param_count(self) -> int:
+        """Elements of the parameters frozen by `frozen = true` or `freeze`."""
+        return self.graph.frozen_param_count()
 
     def state_layout(self) -> dict:
         """state_dict key -> shape, for every parameter and buffer."""

@@ -344,7 +344,8 @@ def cmd_check(args) -> int:
     g = net.graph
     ins = ", ".join(f"{v.name} {_shape_text(v.shape)}" for v in g.inputs)
     outs = ", ".join(f"{n} {_shape_text(v.shape)}" for n, v in g.outputs)
-    print(_terminal_safe(f"ok: {net.name}: inputs {ins}; outputs {outs}; {summary['params']:,} params"))
+    frozen = f" ({summary['frozen_params']:,} frozen)" if summary["frozen_params"] else ""
+    print(_terminal_safe(f"ok: {net.name}: inputs {ins}; outputs {outs}; {summary['params']:,} params{frozen}"))
     for c in summary["constraints"]:
         print(f"  input sizes that work: {c}")
     return EXIT_OK
@@ -402,7 +403,7 @@ def cmd_run(args) -> int:
             raise _error(f"cannot read '{args.file}': {getattr(e, 'reason', None) or e.strerror or e}") \
                 from None
         label = args.file
-        given = _input_shapes_onnx(data, args.inputs, args.file)
+        given, dim_values = _input_shapes_onnx(data, args.inputs, args.file)
         data = os.path.realpath(args.file)      # by path: onnxruntime finds external data beside it
     else:
         from .backends.onnx.export import PROTOBUF_LIMIT
@@ -416,10 +417,10 @@ def cmd_run(args) -> int:
         data = model.SerializeToString()
         label = f"network {net.name}"
         given = {v.name: tuple(int(d) for d in v.shape) for v in net.graph.inputs}
+        dim_values = _free_dim_values(_declared_inputs(model), given, label)
 
     _check_input_memory(given)
-    options = ort.SessionOptions()
-    options.log_severity_level = 4     # fatal only: its errors reach the user as netdsl's messages
+    options = _session_options(ort, dim_values)
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=[provider])
     except Exception as e:  # noqa: BLE001 - onnxruntime reports bad models with many exception types
@@ -581,17 +582,65 @@ def _init_dtypes():
     })
 
 
-def _input_shapes_onnx(data: bytes, given, label) -> dict:
-    """Shapes for an .onnx model's inputs from --input, defaulting a symbolic first dim to 1."""
+def _session_options(ort, dim_values: dict):
+    """The SessionOptions `run` creates its session with. Every symbolic input dim (an ONNX
+    dim_param such as N, H, W) that the run's input shapes fix is fixed for onnxruntime too
+    (add_free_dimension_override_by_name), so that it plans the graph for the concrete sizes:
+    with symbolic sizes its memory planner cannot prove that a fused convolution's residual
+    input and its output have one size, and copies the residual on every run."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4     # fatal only: its errors reach the user as netdsl's messages
+    for name, value in dim_values.items():
+        options.add_free_dimension_override_by_name(name, int(value))
+    return options
+
+
+def _declared_inputs(model) -> list:
+    """(name, dims) for each input of an ONNX model that is not an initializer; a dim is its
+    value (an int), its dim_param (a str), or None when the model names neither."""
+    init_names = {t.name for t in model.graph.initializer}
+    out = []
+    for inp in model.graph.input:
+        if inp.name in init_names:
+            continue
+        dims = []
+        for d in inp.type.tensor_type.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+        out.append((inp.name, dims))
+    return out
+
+
+def _free_dim_values(declared, shapes: dict, label) -> dict:
+    """{dim_param: size} for every symbolic input dim that the concrete input shapes fix.
+    Dims that share a dim_param are one size (ONNX's rule); two sizes for one is an error."""
+    values, source = {}, {}
+    for name, dims in declared:
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        for i, (d, size) in enumerate(zip(dims, shape)):
+            if not isinstance(d, str):
+                continue
+            if d in values and values[d] != size:
+                raise _error(f"{label}: input '{name}' dim {i} is {d}, which {source[d]} sets to "
+                             f"{values[d]}; got {size} (dims named alike are one size)")
+            if d not in values:
+                values[d], source[d] = int(size), f"input '{name}' dim {i}"
+    return values
+
+
+def _input_shapes_onnx(data: bytes, given, label) -> tuple:
+    """Shapes for an .onnx model's inputs from --input, and the size each symbolic input dim
+    (dim_param) then has. An input left out takes the sizes that other inputs give its
+    dim_params, and a symbolic first dim defaults to 1."""
     import onnx
     _init_dtypes()
     try:
         model = onnx.load_from_string(data)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise _error(f"'{label}' is not an ONNX model: {_ort_message(e)}") from None
-    init_names = {t.name for t in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in init_names]
-    names = [i.name for i in graph_inputs]
+    declared_inputs = _declared_inputs(model)
+    names = [name for name, _ in declared_inputs]
     byname = {}
     for name, dims in given:
         if name is None:
@@ -604,38 +653,49 @@ def _input_shapes_onnx(data: bytes, given, label) -> dict:
             raise _error(f"'{label}' has no input '{name}' (its inputs: {', '.join(names)})"
                          + suggest(name, names))
         byname[name] = dims
-    out = {}
-    for inp in graph_inputs:
-        declared = []
-        for d in inp.type.tensor_type.shape.dim:
-            declared.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
-        if inp.name in byname:
-            dims = byname[inp.name]
-            if len(dims) != len(declared):
-                raise _error(f"--input {inp.name}: the model declares {len(declared)} dims "
-                             f"({_fmt_onnx(declared)}), got {len(dims)}")
-            for i, (want, got) in enumerate(zip(declared, dims)):
-                if isinstance(want, int) and want != got:
-                    raise _error(f"--input {inp.name}: dim {i} is fixed to {want} by the model, got {got}")
-                if got < 1:
-                    raise _error(f"--input {inp.name}: dims must be positive, got {list(dims)}")
-            out[inp.name] = tuple(dims)
+    out, values, source = {}, {}, {}
+    for name, declared in declared_inputs:          # the given inputs first: they fix the symbols
+        if name not in byname:
+            continue
+        dims = byname[name]
+        if len(dims) != len(declared):
+            raise _error(f"--input {name}: the model declares {len(declared)} dims "
+                         f"({_fmt_onnx(declared)}), got {len(dims)}")
+        for i, (want, got) in enumerate(zip(declared, dims)):
+            if isinstance(want, int) and want != got:
+                raise _error(f"--input {name}: dim {i} is fixed to {want} by the model, got {got}")
+            if got < 1:
+                raise _error(f"--input {name}: dims must be positive, got {list(dims)}")
+            if isinstance(want, str):
+                if want in values and values[want] != got:
+                    raise _error(f"--input {name}: dim {i} is {want}, which {source[want]} sets to "
+                                 f"{values[want]}, got {got} (dims named alike are one size)")
+                values.setdefault(want, got)
+                source.setdefault(want, f"--input {name}")
+        out[name] = tuple(dims)
+    for name, declared in declared_inputs:
+        if name in byname:
             continue
         dims = []
         for i, d in enumerate(declared):
             if isinstance(d, int) and d > 0:
                 dims.append(d)
+            elif d is not None and d in values:
+                dims.append(values[d])
             elif i == 0:
                 dims.append(1)
+                if d is not None:
+                    values[d] = 1
             else:
-                raise _error(f"input '{inp.name}' has the symbolic dim {d} (dim {i} of "
-                             f"{_fmt_onnx(declared)}); give its size with --input {inp.name}=DIMS")
-        out[inp.name] = tuple(dims)
-    return out
+                raise _error(f"input '{name}' has the symbolic dim {'?' if d is None else d} (dim {i} of "
+                             f"{_fmt_onnx(declared)}); give its size with --input {name}=DIMS")
+        out[name] = tuple(dims)
+    out = {name: out[name] for name in names}
+    return out, _free_dim_values(declared_inputs, out, label)
 
 
 def _fmt_onnx(dims) -> str:
-    return "[" + ", ".join(str(d) for d in dims) + "]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 _COMMANDS = {"check": cmd_check, "summary": cmd_summary, "compile": cmd_compile, "run": cmd_run}

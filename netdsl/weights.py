@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
-from .ir.graph import Graph, ParamSpec
+from .ir.graph import Graph, ParamSpec, param_key
 
 
 _CHUNK = 1 << 22          # elements per independently seeded piece of a large parameter
@@ -24,21 +24,35 @@ def _executor():
     return _pool
 
 
-def _fill_chunk(part: np.ndarray, index: int, bound: float, key: list) -> None:
-    """U(-bound, bound) into `part`, chunk `index` of a parameter; numpy releases the GIL here."""
+def _fill_chunk(part: np.ndarray, index: int, bound: float, key: list, normal: bool = False) -> None:
+    """U(-bound, bound), or N(0, bound^2) when `normal`, into `part`, chunk `index` of a
+    parameter; numpy releases the GIL here."""
     rng = np.random.Generator(np.random.SFC64(key + [index]))
+    if normal:
+        rng.standard_normal(out=part, dtype=np.float32)
+        part *= np.float32(bound)
+        return
     rng.random(out=part, dtype=np.float32)
     part *= np.float32(2 * bound)
     part -= np.float32(bound)
 
 
-def _fill_uniform(flat: np.ndarray, start: int, bound: float, key: list) -> None:
-    """U(-bound, bound) into flat[start:start + _CHUNK]."""
-    _fill_chunk(flat[start:start + _CHUNK], start // _CHUNK, bound, key)
+def _fill_uniform(flat: np.ndarray, start: int, bound: float, key: list, normal: bool = False) -> None:
+    """U(-bound, bound) (or N(0, bound^2)) into flat[start:start + _CHUNK]."""
+    _fill_chunk(flat[start:start + _CHUNK], start // _CHUNK, bound, key, normal)
 
 
 def _uniform_key(name: str, spec: ParamSpec, seed: int):
+    """The seed and the bound (the std of a normal one)."""
+    if spec.init == "normal":
+        return [seed, zlib.crc32(name.encode())], spec.scale
     return [seed, zlib.crc32(name.encode())], spec.scale or 1.0 / np.sqrt(spec.fan_in)
+
+
+def _chunked(spec: ParamSpec, size: int) -> bool:
+    """Whether a random parameter is generated chunk by chunk (seeded per chunk): every uniform
+    one, and normal ones that are large (a small one is one draw, as it always was)."""
+    return spec.init == "uniform" or (spec.init == "normal" and size >= _CHUNK // 8)
 
 
 def _init_one(name: str, spec: ParamSpec, seed: int, pool):
@@ -47,20 +61,44 @@ def _init_one(name: str, spec: ParamSpec, seed: int, pool):
         return np.ones(spec.shape, dtype=spec.dtype), []
     if spec.init == "zeros":
         return np.zeros(spec.shape, dtype=spec.dtype), []
-    if spec.init == "normal":
+    if spec.init == "constant":
+        return np.full(spec.shape, spec.scale, dtype=spec.dtype), []
+    if spec.init == "bilinear":
+        return bilinear_kernel(spec.shape), []
+    size = int(np.prod(spec.shape, dtype=np.int64))
+    if spec.init == "normal" and not _chunked(spec, size):
         rng = np.random.Generator(np.random.SFC64([seed, zlib.crc32(name.encode())]))
         return (rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(spec.scale)), []
     # torch's default for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), seeded per
     # name and chunk so that values depend neither on other parameters nor on thread timing
+    # (and so large normal ones, e.g. `init = kaiming_normal()`)
     out = np.empty(spec.shape, dtype=np.float32)
     flat = out.reshape(-1)
     key, bound = _uniform_key(name, spec, seed)
+    normal = spec.init == "normal"
     starts = range(0, max(flat.size, 1), _CHUNK)
     if pool is None or flat.size < _CHUNK // 8:
         for st in starts:
-            _fill_uniform(flat, st, bound, key)
+            _fill_uniform(flat, st, bound, key, normal)
         return out, []
-    return out, [pool.submit(_fill_uniform, flat, st, bound, key) for st in starts]
+    return out, [pool.submit(_fill_uniform, flat, st, bound, key, normal) for st in starts]
+
+
+def bilinear_kernel(shape: tuple) -> np.ndarray:
+    """FCN's upsampling kernel on each channel of a transposed convolution's weight
+    [in, out / groups, kh, kw] with in == out: weight[i, i % (out / groups)] (netdsl.ir.init).
+    Computed in float64 as the torch target's helper does, so the values are identical."""
+    cin, per_group = shape[0], shape[1]
+    filt = np.ones((), dtype=np.float64)
+    for k in shape[2:]:
+        factor = (k + 1) // 2
+        center = factor - 1 if k % 2 == 1 else factor - 0.5
+        axis = 1 - np.abs(np.arange(k, dtype=np.float64) - center) / factor
+        filt = np.multiply.outer(filt, axis)
+    out = np.zeros(shape, dtype=np.float32)
+    channels = np.arange(cin)
+    out[channels, channels % per_group] = filt.astype(np.float32)
+    return out
 
 
 class PendingArray:
@@ -90,13 +128,15 @@ class LazyUniform:
     into a few reused buffers as a writer consumes it, so that writing a large model neither
     holds all its weights in memory nor pays for first touching every page of them (on some
     machines that alone costs as much as generating the numbers). `result()` makes the whole
-    array; either way the values are those `init_weights` gives."""
-    __slots__ = ("shape", "dtype", "size", "key", "bound")
+    array; either way the values are those `init_weights` gives. A large normal parameter
+    (`normal`: `bound` is its std) is one too."""
+    __slots__ = ("shape", "dtype", "size", "key", "bound", "normal")
 
     def __init__(self, name: str, spec: ParamSpec, seed: int):
         self.shape, self.dtype = tuple(spec.shape), np.dtype(np.float32)
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.key, self.bound = _uniform_key(name, spec, seed)
+        self.normal = spec.init == "normal"
 
     def chunks(self) -> int:
         return -(-self.size // _CHUNK)
@@ -105,7 +145,7 @@ class LazyUniform:
         out = np.empty(self.shape, dtype=np.float32)
         flat = out.reshape(-1)
         for c in range(self.chunks()):
-            _fill_chunk(flat[c * _CHUNK:(c + 1) * _CHUNK], c, self.bound, self.key)
+            _fill_chunk(flat[c * _CHUNK:(c + 1) * _CHUNK], c, self.bound, self.key, self.normal)
         return out
 
 
@@ -122,7 +162,7 @@ def init_weights(graph: Graph, seed: int = 0, wait: bool = True, lazy: bool = Fa
     out = {}
     for name, spec in layout.items():
         size = int(np.prod(spec.shape, dtype=np.int64))
-        if lazy and spec.init == "uniform" and size >= _CHUNK // 8:
+        if lazy and _chunked(spec, size) and size >= _CHUNK // 8:
             out[name] = LazyUniform(name, spec, seed)
         else:
             out[name] = PendingArray(*_init_one(name, spec, seed, pool))
@@ -159,7 +199,7 @@ def stream_bytes(values: list):
         if buffers[slot] is None:
             buffers[slot] = np.empty(_CHUNK, dtype=np.float32)
         part = buffers[slot][:min(_CHUNK, v.size - c * _CHUNK)]
-        in_flight.append((part, pool.submit(_fill_chunk, part, c, v.bound, v.key)))
+        in_flight.append((part, pool.submit(_fill_chunk, part, c, v.bound, v.key, v.normal)))
 
     for j in range(min(_STREAM_AHEAD, len(jobs))):
         start(j)
@@ -242,7 +282,10 @@ def check_weights(graph: Graph, weights: dict) -> dict:
     """Every parameter present with the right shape; returns float32/int64 arrays."""
     layout = graph.state_layout()
     missing = [k for k, s in layout.items() if k not in weights and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in weights if k not in layout]
+    # a FrozenBatchNorm2d takes a BatchNorm2d's state and drops its counter, as torchvision's
+    # (and the torch target's) does in load_state_dict
+    dropped = {param_key(n.path, "num_batches_tracked") for n in graph.nodes if n.op == "FrozenBatchNorm2d"}
+    unexpected = [k for k in weights if k not in layout and k not in dropped]
     problems = []
     if missing:
         problems.append(f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))

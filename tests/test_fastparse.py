@@ -65,6 +65,7 @@ TRICKY = [
     "",
     "   # only a comment\n",
     "import \"std/blocks.net\"\nnetwork N { input x: f32[1] output y = x -> [] }",
+    "network N { input x: f32[1] y = x -> a: [ReLU] freeze a.0, a\n freeze 1.b_2 . c output y }",
 ]
 
 

@@ -37,9 +37,9 @@ def test_named_tensors_dag_and_multi_input_ops():
         small = c -> MaxPool2d(2)
         up = resize(small, scale = 2, mode = 'bilinear', align_corners = true)
         like = resize(small, like = c)
-        crop = center_crop(c, like = small)
+        cropped = center_crop(c, like = small)
         output y = up + like
-        output z = crop }""")
+        output z = cropped }""")
     assert shapes(g) == {"y": [1, 12, 16, 16], "z": [1, 12, 8, 8]}
     assert [n.op for n in g.nodes].count("add") == 2
 

@@ -98,6 +98,7 @@ CASES = [
     # ---- normalisation, dropout
     chain("bn2d", "BatchNorm2d"),
     chain("bn2d-noaffine-eps", "BatchNorm2d(eps = 0.001, affine = false)"),
+    chain("frozen-bn2d", "FrozenBatchNorm2d(eps = 0.001)"),
     chain("bn1d-2d", "BatchNorm1d", "[N, 6]", ((4, 6), (1, 6))),
     chain("bn1d-3d", "BatchNorm1d(momentum = 0.3)", "[N, 5, L]", SEQ),
     chain("conv-bn-relu", "Conv2d(8, 3, padding = 1, bias = false) -> BatchNorm2d -> ReLU"),
@@ -189,6 +190,29 @@ CASES = [
     chain("global-max", "GlobalMaxPool2d"),
     chain("global-max-static", "GlobalMaxPool2d", "[2, 3, 5, 4]", ((2, 3, 5, 4),)),
     chain("global-avg-static", "GlobalAvgPool2d -> Flatten -> Linear(4)", STATIC, STATIC_SIZES),
+    # ---- spatial pyramid pooling (sizes that no level > 1 divides), power-average pooling
+    chain("spp", "SpatialPyramidPool2d"),
+    chain("spp-avg", "SpatialPyramidPool2d([3, 2, 1], mode = 'avg')"),
+    chain("spp-linear", "Conv2d(4, 3) -> SpatialPyramidPool2d(levels = [2, 1]) -> Linear(5)"),
+    chain("spp-static", "SpatialPyramidPool2d([5, 3, 2], mode = 'avg')", STATIC, STATIC_SIZES),
+    chain("spp-paper", "SpatialPyramidPool2d([4, 2, 1], bins = 'paper')", sizes=((2, 3, 9, 13), (1, 3, 14, 10))),
+    chain("spp-paper-avg", "SpatialPyramidPool2d([4, 3, 1], mode = 'avg', bins = 'paper')",
+          sizes=((2, 3, 9, 13), (1, 3, 14, 10))),
+    chain("spp-paper-static", "SpatialPyramidPool2d([4, 3, 1], bins = 'paper')", "[N, 3, 13, 9]",
+          ((2, 3, 13, 9), (1, 3, 13, 9))),
+    chain("spp-paper-avg-mixed", "SpatialPyramidPool2d([4, 3], mode = 'avg', bins = 'paper')", "[N, 3, 13, W]",
+          ((2, 3, 13, 9), (1, 3, 13, 14))),
+    chain("lppool-2", "LPPool2d(2, 3, stride = 2)"),
+    chain("lppool-2-ceil", "LPPool2d(2, 3, stride = 2, ceil_mode = true)"),
+    chain("lppool-1-rect-ceil", "LPPool2d(1, [2, 3], stride = [3, 2], ceil_mode = true)"),
+    chain("lppool-3-ceil", "ReLU -> LPPool2d(3, 2, stride = 3, ceil_mode = true)"),
+    chain("lppool-1.5", "ReLU -> LPPool2d(1.5, 2)"),
+    chain("lppool-4-static-ceil", "LPPool2d(4.0, 4, stride = 3, ceil_mode = true)", STATIC, STATIC_SIZES),
+    # stochastic pooling (eval form; non-negative inputs)
+    chain("stochastic-2", "ReLU -> StochasticPool2d(2)"),
+    chain("stochastic-conv-3s2p1",
+          "Conv2d(4, 3, padding = 1) -> ReLU -> StochasticPool2d(3, stride = 2, padding = 1)"),
+    chain("stochastic-rect", "ReLU -> StochasticPool2d([3, 2], stride = [1, 3], padding = [1, 0])"),
     # ---- tensor functions
     fn("add", {"a": "[N, 3, H, W]", "b": "[N, 3, H, W]"}, "a + b",
        (((2, 3, 4, 5), (2, 3, 4, 5)), ((1, 3, 2, 7), (1, 3, 2, 7)))),
@@ -216,6 +240,12 @@ CASES = [
     fn("crop-static", {"x": "[N, 3, 17, 17]", "t": "[N, 5, 13, 11]"}, "center_crop(x, like = t)",
        (((2, 3, 17, 17), (2, 5, 13, 11)), ((1, 3, 17, 17), (1, 5, 13, 11)))),
     one("crop-3d", "center_crop(x, like = x -> Conv1d(2, 5))", ((2, 3, 9), (1, 3, 16)), "[N, 3, L]"),
+    one("crop-offset", "crop(x, like = x -> Conv2d(4, 5), offset = [3, 1])", ((2, 3, 9, 11), (1, 3, 16, 7))),
+    fn("crop-offset-sym", {"x": "[N, 3, H, W]", "t": "[N, 2, P, Q]"}, "crop(x, like = t, offset = 2)",
+       (((2, 3, 9, 11), (2, 2, 5, 3)), ((1, 3, 8, 6), (1, 2, 2, 4)))),
+    fn("crop-offset-static", {"x": "[N, 3, H, W]", "t": "[N, 5, 4, 3]"}, "crop(x, like = t)",
+       (((2, 3, 9, 11), (2, 5, 4, 3)), ((1, 3, 4, 6), (1, 5, 4, 3)))),
+    one("crop-offset-3d", "crop(x, like = x -> Conv1d(2, 5), offset = 4)", ((2, 3, 9), (1, 3, 16)), "[N, 3, L]"),
     # ---- learned tensors
     Case("param-normal", "input x: f32[N, 3, H, W]\nparam bias: f32[1, 3, 1, 1] = normal(0.5)\n"
                          "output y = x + bias", tuple((s,) for s in IMG)),
@@ -322,7 +352,7 @@ OPSET_CASES = ["adaptive-avg-sym", "adaptive-max-sym", "adaptive-max-nondiv", "g
                "crop-sym", "flatten-mid", "avgpool-3s2p1-ceil", "maxpool-dil-ceil", "gelu", "gelu-tanh",
                "deconv-op-lt-dil-p1", "linear-3d", "bn2d", "layernorm", "layernorm-2d-noaffine", "mha-self",
                "mha-qkv", "expand-cls", "mean-hw", "amax", "cbam-spatial",
-               "reshape-like"]
+               "reshape-like", "spp-paper", "spp-avg"]
 OPSETS = (13, 18, 21)
 
 # One network touching most opset-dependent emitters, built at every supported opset.
@@ -347,11 +377,11 @@ def randomised_weights(net, seed=0) -> dict:
     w = net.init_weights(seed)
     rng = np.random.default_rng(seed + 1)
     for node in net.graph.nodes:
-        if node.op.startswith("BatchNorm"):
+        if node.op.startswith("BatchNorm") or node.op == "FrozenBatchNorm2d":
             c = node.attrs["num_features"]
             w[f"{node.path}.running_mean"] = rng.normal(0, 1, c).astype(np.float32)
             w[f"{node.path}.running_var"] = rng.uniform(0.5, 2.0, c).astype(np.float32)
-            if node.attrs["affine"]:
+            if node.attrs.get("affine", True):
                 w[f"{node.path}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
                 w[f"{node.path}.bias"] = rng.normal(0, 1, c).astype(np.float32)
         if node.op in ("LayerNorm", "MultiheadAttention"):      # their ones/zeros init hides mistakes

@@ -99,3 +99,24 @@ def test_torch_export_with_dynamic_dims(net):
     with torch.no_grad():
         for a, b in zip(model(x), ep.module()(x)):
             torch.testing.assert_close(a, b)
+
+
+def test_dilation_along_a_size_1_kernel_is_left_out(tmp_path):
+    """torch's CPU convolution segfaulted on a 1x1 kernel with dilation 3, stride 3 and padding
+    on a transposed [N, 1, 5, 1] view (found by tests/fuzz/diff_fuzz.py); the dilation changes
+    nothing there, so the generated module leaves it out. Run in a subprocess: the old module
+    took the interpreter down."""
+    import subprocess
+    import sys
+    spec = tmp_path / "d.net"
+    spec.write_text("network D {\n    input x: f32[N, 5, H, W]\n"
+                    "    output y = x -> GlobalAvgPool2d -> transpose(1, 2)\n"
+                    "        -> Conv2d(11, 1, stride = 3, dilation = 3, padding = [1, 2])\n}\n")
+    code = ("import sys, torch, netdsl\n"
+            "net = netdsl.load(sys.argv[1])\n"
+            "torch.manual_seed(0)\n"
+            "y = net.to_torch()(torch.randn(2, 5, 11, 28))\n"
+            "assert tuple(y.shape) == (2, 11, 3, 2), y.shape\n"
+            "assert 'dilation' not in net.torch_source()\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])

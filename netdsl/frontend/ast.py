@@ -137,6 +137,16 @@ class ParamDecl(Node):
     init: Any             # expression giving the initialiser, or None (zeros)
 
 
+class FreezePath(Node):
+    """A dotted path relative to the current scope: ``layer1.0.conv1``."""
+    parts: list           # strs
+
+
+class Freeze(Node):
+    """``freeze a, b.c``: the parameters under those paths are not trained."""
+    paths: list           # FreezePaths
+
+
 # ---- definitions -------------------------------------------------------------
 class Param(Node):
     name: str

@@ -317,6 +317,12 @@ class _ToAST:
     def param_decl(self, meta, c):
         return A.ParamDecl(self._span(meta), c[0], str(c[1]), c[2] or [], c[3])
 
+    def freeze_stmt(self, meta, c):
+        return A.Freeze(self._span(meta), list(c))
+
+    def freeze_path(self, meta, c):
+        return A.FreezePath(self._span(meta), [str(t) for t in c])
+
     def callee(self, meta, c):
         return A.Callee(self._span(meta), str(c[0]), c[1])
 

@@ -73,6 +73,8 @@ def stmt(s, depth: int = 0) -> str:
                 + (f" = {expr(s.init, depth)}" if s.init is not None else ""))
     if isinstance(s, A.OutputDecl):
         return f"output {s.name}" + (f" = {expr(s.value, depth)}" if s.value is not None else "")
+    if isinstance(s, A.Freeze):
+        return "freeze " + ", ".join(".".join(p.parts) for p in s.paths)
     raise TypeError(type(s))
 
 

@@ -113,6 +113,14 @@ def coerce(op: str, a: AttrSpec, v, span):
         if not isinstance(v, (list, tuple)):
             v = [v]
         out = tuple(float(coerce(op, AttrSpec(a.name, "float"), x, span)) for x in v)
+    elif k == "init":                   # an initialiser: kaiming_normal(), zeros(), ...
+        if getattr(v, "type_label", None) != "init":
+            called = getattr(v, "name", "") if getattr(v, "type_label", None) == "function" else ""
+            hint = f" (call it: {called}())" if called else ""
+            raise TypeMismatchError(f"{op}: '{a.name}' must be an initialiser such as zeros(), "
+                                    f"normal(0.01) or kaiming_normal(), got {type_name(v)} {_show(v)}".rstrip()
+                                    + hint, span)
+        out = v
     elif k == "any":
         out = v
     else:

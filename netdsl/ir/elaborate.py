@@ -18,6 +18,7 @@ from ..passes.constraints import ShapeCtx
 from . import dims as D
 from .attrs import coerce, type_name
 from .expressions import ExpressionEvaluator
+from .freeze import freeze_paths, frozen_params
 from .graph import Graph, Node, Value
 from .naming import ModuleScope, check_label, render, snake
 from .program import Program
@@ -80,6 +81,7 @@ class Elaborator(ExpressionEvaluator):
         self.hints: dict[int, str] = {}
         self.paths: dict[int, tuple] = {}
         self.scopes: list[ModuleScope] = []
+        self._freezes: list = []            # (scope prefix, A.FreezePath, trace) of `freeze`
         env = self._bind(defn.name, defn.params, bound_args, bound_kwargs, alias_span or defn.span,
                          overrides=overrides, ns=defn.ns)
         self.graph.params = {k: v for k, v in env.items()}
@@ -105,6 +107,8 @@ class Elaborator(ExpressionEvaluator):
         for s in self.scopes:
             s.close()
         self._finish()
+        if self._freezes:
+            freeze_paths(self.graph, self._freezes)
         return self.graph
 
     def _resolve_network(self, name):
@@ -184,7 +188,9 @@ class Elaborator(ExpressionEvaluator):
         given = dict(zip(names, args))
         for k, v in kwargs.items():
             if k not in names:
-                raise NameLookupError(f"{owner} has no parameter '{k}'" + suggest(k, names), span, trace)
+                hint = ("; to freeze a block instance's parameters, label it and write `freeze NAME`"
+                        if k == "frozen" else suggest(k, names))
+                raise NameLookupError(f"{owner} has no parameter '{k}'" + hint, span, trace)
             if k in given:
                 raise TypeMismatchError(f"{owner}: parameter '{k}' given twice", span, trace)
             given[k] = v
@@ -305,6 +311,8 @@ class Elaborator(ExpressionEvaluator):
             self._output(st, frame)
         elif isinstance(st, A.ParamDecl):
             self._param(st, frame)
+        elif isinstance(st, A.Freeze):      # resolved once every name is final (_freeze_paths)
+            self._freezes.extend((frame.mscope.prefix, p, frame.trace) for p in st.paths)
         else:  # pragma: no cover - the grammar has no other statements
             raise AssertionError(type(st))
 
@@ -392,9 +400,10 @@ class Elaborator(ExpressionEvaluator):
                                         d.span, frame.trace)
             dims.append(v)
         init = self._eval(st.init, frame) if st.init is not None else Init("zeros")
-        if not isinstance(init, Init):
+        if not isinstance(init, Init) or init.kind not in ("zeros", "ones", "normal", "uniform"):
+            got = f"{init.kind}()" if isinstance(init, Init) else _a(type_name(init))
             raise TypeMismatchError(f"a param starts from zeros(), ones(), normal(std) or uniform(bound), "
-                                    f"got {_a(type_name(init))}", st.init.span, frame.trace)
+                                    f"got {got}", st.init.span, frame.trace)
         label = self._label(st.label, frame)
         if label in BUILTINS or label in self.ops:
             raise NameLookupError(f"cannot name a param '{label}': it names a built-in", st.span, frame.trace)
@@ -486,14 +495,22 @@ class Elaborator(ExpressionEvaluator):
     def _apply_op(self, spec: OpSpec, pos: list, kw: dict, inputs: list, label, span, frame) -> Value:
         op = spec.name
         attrs: dict = {}
+        frozen = False
+        if "frozen" in kw and spec.attr("frozen") is None:    # `frozen = true`: any layer with parameters
+            kw = dict(kw)
+            frozen = kw.pop("frozen")
+            if not isinstance(frozen, bool):
+                raise TypeMismatchError(f"{op}: 'frozen' must be true or false, got {type_name(frozen)}",
+                                        span, frame.trace)
         if any(isinstance(v, Value) for v in pos):
             raise TypeMismatchError(f"{op}: a tensor cannot be passed among its other arguments; tensor "
                                     f"inputs come first in a call, {op}(a, b, ...), or from the left of '->'",
                                     span, frame.trace)
-        if len(pos) > len(spec.attrs):
-            raise TypeMismatchError(f"{op} takes at most {len(spec.attrs)} positional argument"
-                                    f"{'s' * (len(spec.attrs) != 1)}, got {len(pos)}", span, frame.trace)
-        for a, v in zip(spec.attrs, pos):
+        positional = [a for a in spec.attrs if not a.keyword_only]
+        if len(pos) > len(positional):
+            raise TypeMismatchError(f"{op} takes at most {len(positional)} positional argument"
+                                    f"{'s' * (len(positional) != 1)}, got {len(pos)}", span, frame.trace)
+        for a, v in zip(positional, pos):
             attrs[a.name] = v
         names = [a.name for a in spec.attrs] + list(spec.tensor_attrs)
         extra_inputs = []
@@ -506,7 +523,8 @@ class Elaborator(ExpressionEvaluator):
                 attrs[k] = True
                 continue
             if k not in names:
-                raise NameLookupError(f"{op} has no argument '{k}'" + suggest(k, names), span, frame.trace)
+                raise NameLookupError(f"{op} has no argument '{k}'" + suggest(k, names + ["frozen"]), span,
+                                      frame.trace)
             if k in attrs:
                 raise TypeMismatchError(f"{op}: argument '{k}' given twice", span, frame.trace)
             attrs[k] = v
@@ -533,6 +551,10 @@ class Elaborator(ExpressionEvaluator):
             attrs, outs, params, macs = self._shape_rules(spec, attrs, shapes, span, frame)
             if key is not None:
                 self._shape_results[key] = (dict(attrs), outs, dict(params), macs)
+        if spec.check_inputs is not None:       # not cached: it looks past the input shapes
+            spec.check_inputs(inputs, ShapeCtx(op, span, frame.trace, self.graph.constraints))
+        if frozen:
+            params = frozen_params(op, params, span, frame.trace)
         path = frame.mscope.child(label, snake(op), span)
         outputs = [Value("", tuple(s)) for s in outs]
         node = Node(op, path, list(inputs), outputs, attrs, span, frame.trace, params, macs)

@@ -216,9 +216,9 @@ class ExpressionEvaluator:
         fn = self._eval(e.func, frame)
         pos, kw = self._eval_args(e.args, frame)
         if isinstance(fn, Builtin):
-            if kw:
+            if kw and not fn.keywords:
                 raise TypeMismatchError(f"{fn.name}() takes no keyword arguments", e.span, frame.trace)
-            return fn.fn(e.span, *pos)
+            return fn.fn(e.span, *pos, **kw)
         if isinstance(fn, (OpRef, BlockRef)):
             n_tensors = 0
             while n_tensors < len(pos) and isinstance(pos[n_tensors], Value):

@@ -34,11 +34,13 @@ class ParamSpec:
     """A parameter or buffer of a node, in the layout torch uses for it."""
     shape: tuple                   # concrete ints
     init: str                      # "uniform" (bound = 1/sqrt(fan_in), or `scale`), "normal" (std =
-                                   # `scale`), "ones", "zeros"
+                                   # `scale`), "ones", "zeros", "constant" (`scale`), "bilinear"
+                                   # (netdsl.ir.init: FCN's upsampling kernel, per channel)
     fan_in: int = 1
     buffer: bool = False           # running statistics: in the state_dict, not trained
     dtype: str = "float32"
     scale: float = 0.0
+    trainable: bool = True         # False: frozen (`frozen = true`, `freeze`); buffers: see `buffer`
 
 
 def param_key(path: str, pname: str) -> str:
@@ -83,15 +85,23 @@ class Graph:
                 out[param_key(n.path, pname)] = spec
         return out
 
-    def param_count(self) -> int:
+    def param_count(self, trainable: bool | None = None) -> int:
+        """Elements of all parameters (buffers excluded); only the trainable (True) or the
+        frozen (False) ones when `trainable` is given."""
         total = 0
         for spec in self.state_layout().values():
-            if not spec.buffer:
+            if not spec.buffer and (trainable is None or spec.trainable == trainable):
                 count = 1
                 for d in spec.shape:
                     count *= d
                 total += count
         return total
+
+    def trainable_param_count(self) -> int:
+        return self.param_count(trainable=True)
+
+    def frozen_param_count(self) -> int:
+        return self.param_count(trainable=False)
 
     def macs(self):
         total = 0

@@ -21,6 +21,7 @@ class AttrSpec:
     choices: tuple = ()
     check: str = ""      # "positive", "nonneg", "prob" (0 <= p < 1), "" for none
     doc: str = ""
+    keyword_only: bool = False   # given by name only (init =, bias_init =)
 
     @property
     def required(self) -> bool:
@@ -51,6 +52,8 @@ class OpSpec:
     params: Callable = _no_params        # (attrs, in_shapes, ctx) -> {name: ParamSpec}
     macs: Callable = _no_macs            # (attrs, in_shapes, out_shapes) -> Dim
     tensor_attrs: tuple = field(default=())   # keyword attrs that take a tensor (e.g. like=)
+    check_inputs: Callable | None = None      # (input Values, ctx) -> None: checks beyond shapes
+                                              # (what produced an input); run on every application
 
     def attr(self, name: str) -> AttrSpec | None:
         for a in self.attrs:

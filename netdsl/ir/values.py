@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..errors import TypeMismatchError, ValueRangeError
+from ..errors import NameLookupError, TypeMismatchError, ValueRangeError, suggest
 from ..frontend import ast as A
 from . import dims as D
 from .attrs import type_name
 from .graph import Value
+from .init import GAINS
 from .naming import ModuleScope
 from .registry import OpSpec
 
@@ -54,29 +55,87 @@ class OpRef(_Bindable):
 class Builtin:
     name: str
     fn: object
+    keywords: bool = False      # fn takes keyword arguments (fn(span, *pos, **kw))
     type_label = "function"
 
 
 @dataclass(frozen=True)
 class Init:
-    """How a `param` tensor starts: zeros(), ones(), normal(std) or uniform(bound)."""
+    """How a parameter starts: a `param` tensor's `= zeros()`, or a layer's `init =` /
+    `bias_init =`. `scale` is the std (normal), the bound (uniform), the value (constant) or
+    the gain (xavier_*); `a`, `mode` and `nonlinearity` are kaiming_*'s (torch.nn.init)."""
     kind: str
     scale: float = 0.0
+    a: float = 0.0
+    mode: str = "fan_in"
+    nonlinearity: str = "leaky_relu"
     type_label = "init"
 
 
-def _init_builtin(kind: str, takes_scale: bool):
-    def call(span, *args):
-        if len(args) != (1 if takes_scale else 0):
-            want = "one number" if takes_scale else "no arguments"
+GAIN_NONLINEARITIES = tuple(GAINS)     # torch.nn.init.calculate_gain's nonlinearities
+FAN_MODES = ("fan_in", "fan_out")
+# each initialiser's parameters (name, default; _REQ: none) in torch.nn.init's order
+_REQ = object()
+INIT_SIGNATURES = {
+    "zeros": (), "ones": (), "bilinear": (),
+    "constant": (("value", _REQ),),
+    "normal": (("std", _REQ),),
+    "uniform": (("bound", _REQ),),
+    "kaiming_normal": (("a", 0.0), ("mode", "fan_in"), ("nonlinearity", "leaky_relu")),
+    "kaiming_uniform": (("a", 0.0), ("mode", "fan_in"), ("nonlinearity", "leaky_relu")),
+    "xavier_normal": (("gain", 1.0),),
+    "xavier_uniform": (("gain", 1.0),),
+}
+
+
+def _init_builtin(kind: str):
+    sig = INIT_SIGNATURES[kind]
+    names = [n for n, _ in sig]
+
+    def call(span, *args, **kw):
+        if len(args) > len(sig):
+            want = "no arguments" if not sig else f"at most {len(sig)} argument{'s' * (len(sig) != 1)}"
             raise TypeMismatchError(f"{kind}() takes {want}, got {len(args)} argument"
                                     f"{'s' * (len(args) != 1)}", span)
-        if not takes_scale:
+        given = dict(zip(names, args))
+        for k, v in kw.items():
+            if k not in names:
+                raise NameLookupError(f"{kind}() has no argument '{k}'" + suggest(k, names)
+                                        + (f" (its arguments: {', '.join(names)})" if names
+                                           else "; it takes none"), span)
+            if k in given:
+                raise TypeMismatchError(f"{kind}(): argument '{k}' given twice", span)
+            given[k] = v
+        vals = {}
+        for n, default in sig:
+            if n not in given:
+                if default is _REQ:
+                    raise TypeMismatchError(f"{kind}() needs its argument '{n}' (a number)", span)
+                vals[n] = default
+                continue
+            v = given[n]
+            if n in ("mode", "nonlinearity"):
+                choices = FAN_MODES if n == "mode" else GAIN_NONLINEARITIES
+                if not isinstance(v, str) or v not in choices:
+                    shown = repr(v) if isinstance(v, str) else type_name(v)
+                    raise ValueRangeError(f"{kind}(): '{n}' must be one of "
+                                          f"{', '.join(repr(c) for c in choices)}, got {shown}"
+                                          + (suggest(v, choices) if isinstance(v, str) else ""), span)
+                vals[n] = v
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeMismatchError(f"{kind}(): '{n}' must be a number, got {type_name(v)}", span)
+            v = float(v)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueRangeError(f"{kind}(): '{n}' must be a finite number, got {v!r}", span)
+            if n in ("std", "bound", "gain") and v < 0:
+                raise ValueRangeError(f"{kind}() needs a non-negative number, got {given[n]!r}", span)
+            vals[n] = v
+        if kind.startswith("kaiming"):
+            return Init(kind, 0.0, vals["a"], vals["mode"], vals["nonlinearity"])
+        if not sig:
             return Init(kind)
-        v = args[0]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
-            raise ValueRangeError(f"{kind}() needs a non-negative number, got {v!r}", span)
-        return Init(kind, float(v))
+        return Init(kind, vals[names[0]])
     return call
 
 
@@ -202,11 +261,8 @@ BUILTINS = {
     "float": Builtin("float", _convert(float, "float", (int, float, str))),
     "str": Builtin("str", _convert(str, "str", (int, float, str, bool))),
     "type": Builtin("type", lambda span, *args: _builtin_type(span, *args)),
-    "zeros": Builtin("zeros", _init_builtin("zeros", False)),
-    "ones": Builtin("ones", _init_builtin("ones", False)),
-    "normal": Builtin("normal", _init_builtin("normal", True)),
-    "uniform": Builtin("uniform", _init_builtin("uniform", True)),
 }
+BUILTINS.update({kind: Builtin(kind, _init_builtin(kind), keywords=True) for kind in INIT_SIGNATURES})
 
 
 def _builtin_type(span, *args):

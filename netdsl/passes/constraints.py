@@ -182,6 +182,9 @@ def describe(name: str, mask) -> str:
             if lo > 1 or m == 1:
                 parts.append(f"{name} ≥ {lo}")
             return ", ".join(parts)
+    text = _eventually_periodic(name, mask)
+    if text:
+        return text
     hi = int(valid[-1])
     if lo == hi:
         return f"{name} = {lo}"
@@ -189,6 +192,52 @@ def describe(name: str, mask) -> str:
         return f"{lo} ≤ {name} ≤ {hi}"
     shown = ", ".join(map(str, valid[:8])) + (", ..." if len(valid) > 8 else "")
     return f"{name} ∈ {{{shown}}}"
+
+
+def _eventually_periodic(name: str, mask) -> str | None:
+    """'H ≥ 12, or H ∈ {4, 5, 8–10}' for a mask that is periodic only from some size on,
+    with finitely many admissible sizes before that (the paper's pyramid bins: level 4 fits
+    4, 5, 8, 9, 10 and every size from 12). The periodic part must cover at least half of
+    the enumerated sizes and three periods; None when no period does."""
+    import numpy as np
+    size = len(mask)
+    for m in range(1, MAX_PERIOD + 1):
+        if size - 1 - m < 3 * m:
+            break
+        differ = np.flatnonzero(mask[1:-m] != mask[1 + m:])
+        start = int(differ[-1]) + 2 if len(differ) else 1       # periodic from here on
+        if size - start < max(3 * m, size // 2):
+            continue
+        tail = np.flatnonzero(mask[start:]) + start
+        if not len(tail):
+            return None                  # finitely many sizes: listed by the caller
+        lo = int(tail[0])
+        residues = sorted(set((tail % m).tolist()))
+        parts = []
+        if m > 1:
+            parts.append(f"{name} ≡ {residues[0]} (mod {m})" if len(residues) == 1
+                         else f"{name} mod {m} ∈ {{{', '.join(map(str, residues))}}}")
+        parts.append(f"{name} ≥ {lo}")
+        before = np.flatnonzero(mask[1:start]) + 1
+        if not len(before):
+            return ", ".join(parts)
+        return ", ".join(parts) + f", or {name} ∈ {{{_runs(before.tolist())}}}"
+    return None
+
+
+def _runs(values: list, most: int = 16) -> str:
+    """'4, 5, 8–10, 12' for sorted ints (runs of three or more joined), at most `most` items."""
+    items, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        if j - i >= 2:
+            items.append(f"{values[i]}–{values[j]}")
+        else:
+            items.extend(str(v) for v in values[i:j + 1])
+        i = j + 1
+    return ", ".join(items[:most]) + (", ..." if len(items) > most else "")
 
 
 def summarise(constraints: list, symbols: list) -> list[str]:

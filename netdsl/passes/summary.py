@@ -24,19 +24,22 @@ def summarize(graph: Graph, symbols: list | None = None) -> dict:
 def _summarize(graph: Graph, symbols: list | None) -> dict:
     layers = []
     for n in graph.nodes:
-        count = 0
+        count = frozen = 0
         for spec in n.params.values():
             if not spec.buffer:
                 c = 1
                 for d in spec.shape:
                     c *= d
                 count += c
+                if not spec.trainable:
+                    frozen += c
         layers.append({
             "path": n.path,
             "op": n.op,
             "output_shape": _shape(n.outputs[0].shape) if len(n.outputs) == 1 else
             [_shape(v.shape) for v in n.outputs],
             "params": count,
+            "frozen_params": frozen,
             "macs": _num(n.macs),
         })
     syms = symbols if symbols is not None else _symbols(graph)
@@ -45,6 +48,8 @@ def _summarize(graph: Graph, symbols: list | None) -> dict:
         "inputs": [{"name": v.name, "shape": _shape(v.shape)} for v in graph.inputs],
         "outputs": [{"name": n, "shape": _shape(v.shape)} for n, v in graph.outputs],
         "params": graph.param_count(),
+        "trainable_params": graph.trainable_param_count(),
+        "frozen_params": graph.frozen_param_count(),
         "macs": _num(graph.macs()),
         "constraints": summarise(graph.constraints, syms),
         "layers": layers,
@@ -90,7 +95,8 @@ def format_text(summary: dict, doc: str | None = None) -> str:
         if i == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"  parameters: {_fmt_int(summary['params'])}")
+    lines.append(f"  parameters: {_fmt_int(summary['params'])} (trainable {_fmt_int(summary['trainable_params'])}"
+                 f", frozen {_fmt_int(summary['frozen_params'])})")
     macs = summary["macs"]
     if isinstance(macs, int):
         lines.append(f"  MACs per sample: {macs:,} ({macs / 1e9:.3f} GMACs)")

@@ -108,7 +108,8 @@ class Gen:
         if r == 4:
             choices += ["conv2d"] * 5 + ["deconv", "maxpool", "maxpool", "avgpool", "adaptive", "global",
                                           "bn2d", "bn2d", "lrn", "resize", "resize", "flatten", "mean",
-                                          "select", "transpose", "permute", "reshape", "layernorm", "linear"]
+                                          "select", "transpose", "permute", "reshape", "layernorm", "linear",
+                                          "stochastic", "spp", "lppool"]
         elif r == 3:
             choices += ["conv1d", "conv1d", "bn1d", "linear", "linear", "layernorm", "mha", "mha", "lrn",
                         "transpose", "flatten", "mean", "select", "permute"]
@@ -185,6 +186,7 @@ class Gen:
             args.append(f"groups = {g}")
         if self.chance(0.3):
             args.append("bias = false")
+        args += self._training_args(not args[-1] == "bias = false")
         dims = []
         for d, kk, ss, pp, dd in zip((h, w), k, stride, pad, dil):
             if same:
@@ -211,6 +213,13 @@ class Gen:
             args.append(f"padding = [{pad[0]}, {pad[1]}]")
         if any(opad):
             args.append(f"output_padding = [{opad[0]}, {opad[1]}]")
+        if self.chance(0.15) and c <= 8:      # FCN's upsampling: as many channels out as in
+            out = c
+            args[0] = str(out)
+            args.append("init = bilinear()")
+            self.features.add("bilinear")
+        else:
+            args += self._training_args(True)
         dims = []
         for d, kk, ss, pp, oo, dd in zip((h, w), k, stride, pad, opad, dil):
             rep = (d[0] - 1) * ss - 2 * pp + dd * (kk - 1) + oo + 1
@@ -256,6 +265,26 @@ class Gen:
     def op_avgpool(self, s):
         return self._pool(s, "AvgPool2d")
 
+    def op_stochastic(self, s):
+        """StochasticPool2d after a ReLU (its input must be non-negative): a nested group."""
+        n, c, h, w = s
+        ktxt, k = self._pair(1, 3)
+        args, stride, pad = [str(ktxt)], k, (0, 0)
+        if self.chance(0.5):
+            stxt, stride = self._pair(1, 3)
+            args.append(f"stride = {stxt}")
+        if self.chance(0.4):
+            pad = (self.r.randint(0, k[0] // 2), self.r.randint(0, k[1] // 2))
+            args.append(f"padding = [{pad[0]}, {pad[1]}]")
+        dims = []
+        for d, kk, ss, pp in zip((h, w), k, stride, pad):
+            span = d[0] + 2 * pp - kk
+            if span < 0:
+                raise _Fail
+            ident = ss == 1 and 2 * pp == kk - 1
+            dims.append(d if ident else self._sp(d, span // ss + 1, f"p{kk}{ss}{pp}10"))   # as MaxPool2d's
+        return f"[ ReLU  StochasticPool2d({', '.join(args)}) ]", (n, c, *dims)
+
     def op_adaptive(self, s):
         txt, (a, b) = self._pair(1, 4)
         return (f"{self.r.choice(['AdaptiveAvgPool2d', 'AdaptiveMaxPool2d'])}({txt})",
@@ -264,10 +293,65 @@ class Gen:
     def op_global(self, s):
         return self.r.choice(["GlobalAvgPool2d", "GlobalMaxPool2d"]), (s[0], s[1], (1, None), (1, None))
 
+    def op_spp(self, s):
+        """Spatial pyramid pooling to [N, C * sum(n^2)]; the paper's bins only where they fit
+        the sizes the spec runs at first (a mod n <= a // n), else adaptive bins."""
+        n, c, h, w = s
+        c = self._concrete(c)
+        levels = sorted(self.r.sample([1, 2, 3, 4, 6], self.r.randint(1, 3)), reverse=self.chance(0.7))
+        if any(d[0] < max(levels) for d in (h, w)):
+            raise _Fail
+        args = [str(levels) if self.chance(0.5) else f"levels = {levels}"]
+        if self.chance(0.4):
+            args.append("mode = 'avg'")
+        if self.chance(0.5) and all((k + 1) * (d[0] // k) >= d[0] for k in levels for d in (h, w)):
+            args.append("bins = 'paper'")
+        return f"SpatialPyramidPool2d({', '.join(args)})", (n, (c * sum(k * k for k in levels), None))
+
+    def op_lppool(self, s):
+        n, c, h, w = s
+        ktxt, k = self._pair(1, 3)
+        args = [self.r.choice(["1", "2", "2.0", "4"]), str(ktxt)]
+        stride = k
+        if self.chance(0.6):
+            stxt, stride = self._pair(1, 3)
+            args.append(f"stride = {stxt}")
+        ceil = self.chance(0.4)
+        if ceil:
+            args.append("ceil_mode = true")
+        dims = []
+        for d, kk, ss in zip((h, w), k, stride):
+            if d[0] < kk and not ceil:
+                raise _Fail
+            rep = (-(-(d[0] - kk) // ss) if ceil else (d[0] - kk) // ss) + 1
+            if ceil and (rep - 1) * ss >= d[0]:
+                rep -= 1
+            dims.append(d if kk == ss == 1 else self._sp(d, rep, f"lp{kk}{ss}{int(ceil)}"))
+        return f"LPPool2d({', '.join(args)})", (n, c, *dims)
+
+    def _training_args(self, bias: bool) -> list:
+        """Occasional `init =`, `bias_init =` and `frozen = true` (values only; ops unchanged)."""
+        out = []
+        if self.chance(0.15):
+            out.append("init = " + self.r.choice([
+                "zeros()", "constant(0.05)", "normal(0.1)", "uniform(0.2)", "kaiming_normal()",
+                'kaiming_normal(mode = "fan_out", nonlinearity = "relu")', "kaiming_uniform(a = 0.1)",
+                "xavier_normal()", "xavier_uniform(gain = 0.5)"]))
+        if bias and self.chance(0.1):
+            out.append("bias_init = " + self.r.choice(["zeros()", "ones()", "constant(-0.1)", "normal(0.05)"]))
+        if self.chance(0.1):
+            out.append("frozen = true")
+        self.features.update(a.split(" =")[0] for a in out)
+        return out
+
     def op_bn2d(self, s):
         self._concrete(s[1])
-        return self.r.choice(["BatchNorm2d", "BatchNorm2d(eps = 0.001)", "BatchNorm2d(affine = false)",
-                              "BatchNorm2d(momentum = 0.3)"]), s
+        text = self.r.choice(["BatchNorm2d", "BatchNorm2d(eps = 0.001)", "BatchNorm2d(affine = false)",
+                              "BatchNorm2d(momentum = 0.3)", "BatchNorm2d(frozen = true)", "FrozenBatchNorm2d",
+                              "FrozenBatchNorm2d(eps = 0.001)"])
+        if text.startswith("Frozen"):
+            self.features.add("frozen_bn")
+        return text, s
 
     def op_bn1d(self, s):
         self._concrete(s[1])
@@ -285,7 +369,9 @@ class Gen:
         if f > 2048:
             raise _Fail
         out = self.r.randint(1, 16)
-        return f"Linear({self.int_expr(out)}{', bias = false' if self.chance(0.2) else ''})", (*s[:-1], (out, None))
+        bias = not self.chance(0.2)
+        extra = ([] if bias else ["bias = false"]) + self._training_args(bias)
+        return f"Linear({', '.join([self.int_expr(out)] + extra)})", (*s[:-1], (out, None))
 
     def op_conv1d(self, s):
         n, c, l = s
@@ -550,7 +636,14 @@ class Gen:
                     return self.emit(f"{dst} = {src}")
             else:
                 like_expr, t = like, self.tensors[like]
-            self.emit(f"{dst} = center_crop({src}, like = {like_expr})")
+            if self.chance(0.4):             # crop at an explicit offset (per dim, or one for all)
+                room = [a[0] - b[0] for a, b in zip(s[2:], t[2:])]
+                offs = [self.r.randint(0, r) for r in room]
+                off = str(offs[0]) if len(set(offs)) == 1 and self.chance(0.5) else f"[{', '.join(map(str, offs))}]"
+                self.emit(f"{dst} = crop({src}, like = {like_expr}" + (f", offset = {off})" if any(offs) else ")"))
+                self.features.add("crop_offset")
+            else:
+                self.emit(f"{dst} = center_crop({src}, like = {like_expr})")
             self.tensors[dst] = (s[0], s[1], *t[2:])
         elif kind == "resize_like" and len(s) == 4:
             like = self.pick(lambda t: len(t) == 4)

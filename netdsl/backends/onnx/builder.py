@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import AttributeProto, NodeProto, TensorProto, helper, numpy_helper
 
+from ...ir import dims as D
 from ...ir.graph import param_key
 
 
@@ -37,6 +38,12 @@ class OnnxBuilder:
         self._used: set = set()
         self._consts: dict = {}
         self._resume: dict = {}     # base -> the last suffix it got: names are never freed
+        self.input_dims: dict = {}  # symbol -> (graph input, axis) where that dim is the symbol
+        self._dims: dict = {}       # symbolic dim's key -> the [1] tensor computing it
+        # Resize straight on the 4-D tensor (see emitters._linear_resize_merged): export turns this
+        # on, and emits again with it off when the graph it got has a Transpose of a computed value
+        self.direct_resize = False
+        self.direct_resized = False     # whether an emitter used it
 
     def fresh(self, hint: str) -> str:
         """The smallest free `base`, `base_1`, `base_2`, ...; each base's search resumes where
@@ -108,6 +115,61 @@ class OnnxBuilder:
         if end is not None:
             kw["end"] = end
         return self.add("Shape", [x], hint, **kw)
+
+    def input_dim(self, d, hint="dim") -> str | None:
+        """[1] int64: the symbolic dim `d` computed from the graph inputs' shapes, or None when it
+        involves a symbol that no input dim holds. Shape of a graph input, then integer
+        arithmetic that is exact for every value (a floor division is (a - Mod(a, k)) / k, the
+        division exact; floor(L * s) in double as torch rounds it). Cheaper to read than Shape of
+        a large intermediate tensor, which onnxruntime first reorders out of its blocked (NCHWc)
+        layout. Each expression is built once per graph."""
+        if D.is_static(d):
+            return self.ints([int(d)], hint)
+        key = d.key()
+        if key in self._dims:
+            return self._dims[key]
+        if not D.symbols(d) <= self.input_dims.keys():     # checked first: no nodes left unused
+            return None
+        if isinstance(d, D.Lin):
+            out = None
+            for atom, coef in d.terms:
+                t = self.input_dim(atom, hint)
+                if t is None:
+                    return None
+                t = t if coef == 1 else self.add("Mul", [t, self.ints([coef])], hint)
+                out = t if out is None else self.add("Add", [out, t], hint)
+            if d.const:
+                out = self.add("Add", [out, self.ints([d.const])], hint)
+        elif isinstance(d, D.Sym):
+            if d.name not in self.input_dims:
+                return None
+            name, axis = self.input_dims[d.name]
+            out = self.shape_dims(name, axis, axis + 1, hint)
+        elif isinstance(d, D.FloorDiv):
+            num = self.input_dim(d.num, hint)
+            if num is None:
+                return None
+            k = self.ints([d.den])
+            whole = self.add("Sub", [num, self.add("Mod", [num, k], hint)], hint)     # Mod: sign of k
+            out = self.add("Div", [whole, k], hint)
+        elif isinstance(d, D.Prod):
+            out = None
+            for f in d.factors:
+                t = self.input_dim(f, hint)
+                if t is None:
+                    return None
+                out = t if out is None else self.add("Mul", [out, t], hint)
+        elif isinstance(d, D.ScaledFloor):
+            num = self.input_dim(d.num, hint)
+            if num is None:
+                return None
+            prod = self.add("Mul", [self.add("Cast", [num], hint, to=DOUBLE),
+                                    self.const(np.float64(d.scale), "scale_d")], hint)
+            out = self.add("Cast", [self.add("Floor", [prod], hint)], hint, to=INT64)
+        else:
+            return None
+        self._dims[key] = out
+        return out
 
 
 FLOAT = TensorProto.FLOAT

@@ -112,6 +112,13 @@ def _bn(b, node, ins, outs):
                                  b.weight(node, "running_var")], outs, epsilon=a["eps"])
 
 
+@emitter("FrozenBatchNorm2d")
+def _frozen_bn(b, node, ins, outs):
+    b.add("BatchNormalization", [ins[0]] + [b.weight(node, p) for p in ("weight", "bias", "running_mean",
+                                                                        "running_var")],
+          outs, epsilon=node.attrs["eps"])
+
+
 @emitter("Dropout")
 def _identity(b, node, ins, outs):
     b.add("Identity", ins[:1], outs)
@@ -217,53 +224,64 @@ def _gmp(b, node, ins, outs):
 
 @emitter("AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 def _adaptive(b, node, ins, outs):
-    is_max = node.op == "AdaptiveMaxPool2d"
-    shape = node.inputs[0].shape
-    osz = node.attrs["output_size"]
+    _adaptive_pool(b, ins[0], node.inputs[0].shape, node.attrs["output_size"],
+                   node.op == "AdaptiveMaxPool2d", outs)
+
+
+def _adaptive_pool(b, x, shape, osz, is_max, outs):
     if tuple(osz) == (1, 1):
-        b.add("GlobalMaxPool" if is_max else "GlobalAveragePool", ins, outs)
+        b.add("GlobalMaxPool" if is_max else "GlobalAveragePool", [x], outs)
         return
     if all(D.is_static(s) and s % o == 0 for s, o in zip(shape[2:], osz)):
         k = [s // o for s, o in zip(shape[2:], osz)]
         if k == [1, 1]:
-            b.add("Identity", ins, outs)
+            b.add("Identity", [x], outs)
         else:
-            b.add("MaxPool" if is_max else "AveragePool", ins, outs, kernel_shape=k, strides=k)
+            b.add("MaxPool" if is_max else "AveragePool", [x], outs, kernel_shape=k, strides=k)
         return
-    (_adaptive_max_masked if is_max else _adaptive_avg_matrix)(b, ins[0], shape, osz, outs)
+    (_adaptive_max_masked if is_max else _adaptive_avg_matrix)(b, x, shape, osz, outs)
 
 
-def _static_bins(length: int, o: int) -> np.ndarray:
+def _static_bins(length: int, o: int, paper: bool = False) -> np.ndarray:
     pos, i = np.arange(length), np.arange(o).reshape(o, 1)
+    if paper:
+        return (pos >= i * (length // o)) & (pos < i * (length // o) - (-length // o))
     return (pos >= i * length // o) & (pos < -(-(i + 1) * length // o))
 
 
-def _bin_masks(b, x: str, axis: int, o: int, length) -> str:
+def _bin_masks(b, x: str, axis: int, o: int, length, paper: bool = False) -> str:
     """[o, L] bool mask: true where position l lies in adaptive bin i of an axis of length L.
-    Bin i covers [floor(i L / o), ceil((i + 1) L / o)); computed at run time if L is symbolic."""
+    Bin i covers [floor(i L / o), ceil((i + 1) L / o)); computed at run time if L is symbolic.
+    paper: the bins of spatial pyramid pooling's paper, [i floor(L / o), i floor(L / o) + ceil(L / o))."""
     if D.is_static(length):
-        return b.const(_static_bins(length, o), "in_bin")
+        return b.const(_static_bins(length, o, paper), "in_bin")
     length = b.shape_dims(x, axis, axis + 1, "len")                       # [1]
     pos = b.add("Range", [b.ints(0), b.add("Squeeze", [length, b.ints([0])], "l"), b.ints(1)], "pos")
     idx = b.ints(np.arange(o).reshape(o, 1))                              # [o, 1]
-    start = b.add("Div", [b.add("Mul", [idx, length], "il"), b.ints(o)], "start")
-    i1 = b.ints(np.arange(1, o + 1).reshape(o, 1))
-    end = b.add("Div", [b.add("Add", [b.add("Mul", [i1, length], "i1l"), b.ints(o - 1)], "e"),
-                        b.ints(o)], "end")
+    if paper:
+        stride = b.add("Div", [length, b.ints(o)], "stride")
+        window = b.add("Div", [b.add("Add", [length, b.ints(o - 1)], "l_up"), b.ints(o)], "window")
+        start = b.add("Mul", [idx, stride], "start")
+        end = b.add("Add", [start, window], "end")
+    else:
+        start = b.add("Div", [b.add("Mul", [idx, length], "il"), b.ints(o)], "start")
+        i1 = b.ints(np.arange(1, o + 1).reshape(o, 1))
+        end = b.add("Div", [b.add("Add", [b.add("Mul", [i1, length], "i1l"), b.ints(o - 1)], "e"),
+                            b.ints(o)], "end")
     ge = b.add("GreaterOrEqual", [pos, start], "ge")
     lt = b.add("Less", [pos, end], "lt")
     return b.add("And", [ge, lt], "in_bin")
 
 
-def _adaptive_avg_matrix(b, x, shape, osz, outs):
+def _adaptive_avg_matrix(b, x, shape, osz, outs, paper=False):
     """Adaptive average pooling as two matrix products with bin-averaging matrices."""
     mats = []
     for axis, o in ((2, osz[0]), (3, osz[1])):
         if D.is_static(shape[axis]):
-            m = _static_bins(shape[axis], o).astype(np.float32)
+            m = _static_bins(shape[axis], o, paper).astype(np.float32)
             mats.append(b.const(m / m.sum(1, keepdims=True), "bin_w"))
             continue
-        m = b.add("Cast", [_bin_masks(b, x, axis, o, shape[axis])], "mask_f", to=FLOAT)
+        m = b.add("Cast", [_bin_masks(b, x, axis, o, shape[axis], paper)], "mask_f", to=FLOAT)
         count = b.add("ReduceSum", [m, b.ints([1])], "count", keepdims=1)
         mats.append(b.add("Div", [m, count], "bin_w"))
     ph, pw = mats
@@ -272,17 +290,60 @@ def _adaptive_avg_matrix(b, x, shape, osz, outs):
     b.add("MatMul", [rows, pw_t], outs)
 
 
-def _adaptive_max_masked(b, x, shape, osz, outs):
+def _adaptive_max_masked(b, x, shape, osz, outs, paper=False):
     """Adaptive max pooling: max over each bin, one axis at a time."""
     neg = b.const(np.float32(-np.inf), "neg_inf")
     # [N, C, H, 1, W] against mask [o_w, W] -> [N, C, H, o_w, W], max over W
-    mask = _bin_masks(b, x, 3, osz[1], shape[3])
+    mask = _bin_masks(b, x, 3, osz[1], shape[3], paper)
     picked = b.add("Where", [mask, b.add("Unsqueeze", [x, b.ints([3])], "unsq"), neg], "masked")
     cur = reduce(b, "ReduceMax", picked, [4], keepdims=0)
     # [N, C, 1, H, o_w] against mask [o_h, H, 1] -> [N, C, o_h, H, o_w], max over H
-    mask = b.add("Unsqueeze", [_bin_masks(b, x, 2, osz[0], shape[2]), b.ints([2])], "mask3")
+    mask = b.add("Unsqueeze", [_bin_masks(b, x, 2, osz[0], shape[2], paper), b.ints([2])], "mask3")
     picked = b.add("Where", [mask, b.add("Unsqueeze", [cur, b.ints([2])], "unsq"), neg], "masked")
     reduce(b, "ReduceMax", picked, [3], keepdims=0, out=outs)
+
+
+# ---- spatial pyramid and power-average pooling ------------------------------------------
+@emitter("SpatialPyramidPool2d")
+def _pyramid(b, node, ins, outs):
+    """Each level pooled to n x n bins, flattened to [N, C n^2], the levels concatenated.
+    Adaptive bins as AdaptiveMax/AvgPool2d's emitter, so one file serves every H and W
+    (torch.onnx.export of adaptive pooling needs sizes that divide by the output size). The
+    paper's bins, window ceil(a / n) and stride floor(a / n), as MaxPool / AveragePool where H
+    and W are static, else as masks over those windows."""
+    a = node.attrs
+    x, shape = ins[0], node.inputs[0].shape
+    is_max = a["mode"] == "max"
+    flat = []
+    for n in a["levels"]:
+        pooled = b.fresh(f"level{n}")
+        if a["bins"] == "adaptive" or n == 1:         # one paper bin is the whole map as well
+            _adaptive_pool(b, x, shape, (n, n), is_max, [pooled])
+        elif all(D.is_static(s) for s in shape[2:]):
+            b.add("MaxPool" if is_max else "AveragePool", [x], [pooled],
+                  kernel_shape=[-(-int(s) // n) for s in shape[2:]], strides=[int(s) // n for s in shape[2:]])
+        else:
+            (_adaptive_max_masked if is_max else _adaptive_avg_matrix)(b, x, shape, (n, n), [pooled],
+                                                                       paper=True)
+        flat.append(b.add("Flatten", [pooled], f"level{n}_flat", axis=1))
+    b.add("Concat", flat, outs, axis=1)
+
+
+@emitter("LPPool2d")
+def _lp_pool(b, node, ins, outs):
+    """torch's lp_pool2d: avg_pool2d of x^p times kw * kh, to the power 1 / p. Its average has
+    no padding, so a last window that ceil_mode clips at the end is divided by the part inside
+    (count_include_pad=0 here, with _pool's end pad for ceil_mode). torch's sign(s) * relu(|s|)
+    before the product changes no value. (ONNX's LpPool sums |x|^p: it differs for odd p and
+    for clipped windows.)"""
+    a = node.attrs
+    k, s, p = a["kernel_size"], a["stride"], a["norm_type"]
+    end = [min(si, ki) - 1 for ki, si in zip(k, s)] if a["ceil_mode"] else [0, 0]
+    powered = b.add("Pow", [ins[0], b.const(np.float32(p), "p")], "x_pow")
+    mean = b.add("AveragePool", [powered], "pow_mean", kernel_shape=list(k), strides=list(s),
+                 pads=[0, 0] + end, count_include_pad=0)
+    total = b.add("Mul", [mean, b.const(np.float32(k[0] * k[1]), "window")], "pow_sum")
+    b.add("Pow", [total, b.const(np.float32(1.0 / p), "inv_p")], outs)
 
 
 # ---- tensor functions ----------------------------------------------------------------------
@@ -314,6 +375,20 @@ def _center_crop(b, node, ins, outs):
     b.add("Slice", [x, start, end, b.ints(axes)], outs)
 
 
+@emitter("crop")
+def _crop(b, node, ins, outs):
+    """Slice dims 2.. of x from the fixed offsets to offset + like's size there."""
+    x, like = ins
+    offsets = list(node.attrs["offset"])
+    axes = list(range(2, 2 + len(offsets)))
+    dst = node.inputs[1].shape[2:]
+    if all(D.is_static(d) for d in dst):
+        ends = b.ints([k + int(d) for k, d in zip(offsets, dst)])
+    else:
+        ends = b.add("Add", [b.shape_dims(like, 2, hint="like_hw"), b.ints(offsets)], "end")
+    b.add("Slice", [x, b.ints(offsets), ends, b.ints(axes)], outs)
+
+
 @emitter("resize")
 def _resize(b, node, ins, outs):
     """torch's rule (see `resize` in docs/language.md): output lengths floor(L * scale) in
@@ -321,6 +396,27 @@ def _resize(b, node, ins, outs):
     scales= and maps positions from out / L with sizes=, so it serves only where that agrees."""
     a = node.attrs
     x, scale = ins[0], a["scale"]
+    if all(D.is_static(d) and d == 1 for d in node.inputs[0].shape[2:]):
+        # a 1 x 1 map (DeepLabV3's pooled ASPP branch): every mode fills the output with its one
+        # value (torch's bilinear weighs it by w0 + w1 = 1, within rounding). An Expand is a
+        # plain copy where onnxruntime's Resize interpolates.
+        hw = [_resized_len(b, node, ins, axis) for axis in (2, 3)]
+        if b.direct_resize and not any(D.is_static(d) and d == 0 for d in node.outputs[0].shape[2:]):
+            # the same copy as a nearest Resize by scales [1, 1, H', W'] (exact in float32: any
+            # position floors to 0): constant once the sizes are (a static file, or onnxruntime's
+            # constant folding when the session fixes them), it runs as an NCHWc Upsample, and the
+            # concat it feeds (DeepLabV3's ASPP) stays in NCHWc layout
+            if all(D.is_static(d) for d in node.outputs[0].shape[2:]):
+                scales = b.const(np.array([1, 1, *node.outputs[0].shape[2:]], np.float32), "scales")
+            else:
+                hw_f = b.add("Cast", [b.add("Concat", hw, "out_hw", axis=0)], "out_hw_f", to=FLOAT)
+                scales = b.add("Concat", [b.const(np.ones(2, np.float32), "ones"), hw_f], "scales", axis=0)
+            b.add("Resize", [x, "", scales], outs, mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+            b.direct_resized = True
+            return
+        b.add("Expand", [x, b.add("Concat", [b.ints([1, 1]), *hw], "expand_shape", axis=0)], outs)
+        return
     whole = scale is not None and all(float(s).is_integer() for s in scale)
     if a["mode"] == "bilinear":
         if scale is not None and not a["align_corners"] and not whole:
@@ -352,9 +448,19 @@ def _linear_resize_merged(b, node, ins, outs, kw: dict, scale=None):
     corresponding outermost 2 scale values being 1"), e.g. permute -> resize -> transpose. The
     optimiser does not move Transposes through a Reshape. (Its Resize handling:
     microsoft/onnxruntime#9857, #9870, #17664. opset 18's `axes=[2, 3]` fares worse there; a 3-D
-    Resize runs as a slower trilinear one.)"""
+    Resize runs as a slower trilinear one.)
+
+    Where the graph has no Transpose the optimiser could move (b.direct_resize, decided in
+    export.build_graph_proto), the Resize runs on x itself: with constant scales or sizes (a
+    static file, or sizes fixed when the session starts) onnxruntime's NCHWc transformer runs it
+    as an NCHWc Upsample, without the Reshapes' copy."""
     x = ins[0]
     in_shape, out_shape = node.inputs[0].shape, node.outputs[0].shape
+    if scale is None and not node.attrs["align_corners"] and all(
+            D.is_static(d) and d > 0 for d in [*in_shape[2:], *out_shape[2:]]):
+        ratio = [out_shape[axis] / in_shape[axis] for axis in (2, 3)]
+        if all(r.is_integer() for r in ratio):      # e.g. `like =` with static sizes, 8x
+            scale = ratio
 
     def dims(shape, start, end, hint):      # [ints] when static, else a name read at run time
         part = shape[start:end]
@@ -367,14 +473,22 @@ def _linear_resize_merged(b, node, ins, outs, kw: dict, scale=None):
             return b.ints([d for p in parts for d in p], hint)
         return b.add("Concat", [b.ints(p) if isinstance(p, list) else p for p in parts], hint, axis=0)
 
+    if b.direct_resize and scale is not None:
+        b.add("Resize", [x, "", b.const(np.array([1, 1, *scale], np.float32), "scales")], outs, **kw)
+        b.direct_resized = True
+        return
     nc = dims(in_shape, 0, 2, "nc")
+    hw_out = [[int(out_shape[axis])] if D.is_static(out_shape[axis]) else _resized_len(b, node, ins, axis)
+              for axis in (2, 3)]
+    if b.direct_resize:
+        b.add("Resize", [x, "", "", cat([nc, *hw_out], "sizes")], outs, **kw)
+        b.direct_resized = True
+        return
     # N * C first: a Reshape copies a 0 from its input, so a batch of 0 stays 0
     if isinstance(nc, list):
         merged = [[nc[0] * nc[1], 1]]
     else:
         merged = [b.add("ReduceProd", [nc], "nc_prod", keepdims=1), [1]]
-    hw_out = [[int(out_shape[axis])] if D.is_static(out_shape[axis]) else _resized_len(b, node, ins, axis)
-              for axis in (2, 3)]
     xm = b.add("Reshape", [x, cat([*merged, dims(in_shape, 2, 4, "hw_in")], "merged_shape")], "merged")
     if scale is not None:
         scales = b.const(np.array([1, 1, *scale], np.float32), "scales")
@@ -442,8 +556,8 @@ def _resized_len(b, node, ins, axis: int) -> str:
     n_out = node.outputs[0].shape[axis]
     if D.is_static(n_out):
         return b.ints([n_out])
-    if a["like"]:
-        return b.shape_dims(ins[1], axis, axis + 1, "out_len")
+    if a["like"]:       # from the graph input's shape where it gives it (see OnnxBuilder.input_dim)
+        return b.input_dim(n_out, "out_len") or b.shape_dims(ins[1], axis, axis + 1, "out_len")
     length = b.add("Cast", [b.shape_dims(ins[0], axis, axis + 1, "len")], "len_d", to=DOUBLE)
     prod = b.add("Mul", [length, b.const(np.float64(a["scale"][axis - 2]), "scale_d")], "prod")
     return b.add("Cast", [b.add("Floor", [prod], "floor")], "out_len", to=INT64)
@@ -479,6 +593,21 @@ def _nearest_index(b, node, ins, axis: int) -> str:
     double = b.add("Equal", [n_out, b.add("Mul", [length, b.ints([2])], "twice")], "double")
     idx = b.add("Where", [double, b.add("Div", [j, b.ints([2])], "half"), idx], "idx2")
     return b.add("Where", [same, j, idx], "nearest_idx")
+
+
+@emitter("StochasticPool2d")
+def _stochastic_pool(b, node, ins, outs):
+    """The eval form, sum(a^2) / sum(a) per window and 0 for an all-zero one: AveragePool of x * x
+    over AveragePool of x (the same divisor cancels), a zero window divided by 1 instead."""
+    a = node.attrs
+    kw = dict(kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]), pads=list(a["padding"]) * 2,
+              count_include_pad=1)
+    x = ins[0]
+    num = b.add("AveragePool", [b.add("Mul", [x, x], "sq")], "sq_mean", **kw)
+    den = b.add("AveragePool", [x], "mean", **kw)
+    nonzero = b.add("Greater", [den, b.const(np.float32(0), "zero")], "nonzero")
+    den = b.add("Where", [nonzero, den, b.const(np.float32(1), "one")], "divisor")
+    b.add("Div", [num, den], outs)
 
 
 @emitter("LocalResponseNorm")

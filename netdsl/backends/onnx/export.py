@@ -70,6 +70,27 @@ def _value_names(b: _WeightsByReference, graph: Graph) -> dict:
     return names
 
 
+def _emit(graph: Graph, weights: dict, opset: int, direct_resize: bool):
+    b = _WeightsByReference(opset, weights, graph.state_layout())
+    b.direct_resize = direct_resize
+    onnx_name = _value_names(b, graph)
+    for v in graph.inputs:      # where each symbol can be read: the first input dim that is it
+        for axis, d in enumerate(v.shape):
+            if isinstance(d, D.Lin) and d.is_atom() and isinstance(d.terms[0][0], D.Sym):
+                b.input_dims.setdefault(d.terms[0][0].name, (v.name, axis))
+    for n in graph.nodes:
+        EMITTERS[n.op](b, n, [onnx_name[v.name] for v in n.inputs], [onnx_name[v.name] for v in n.outputs])
+    return b, onnx_name
+
+
+def _transposes_computed_value(b: OnnxBuilder) -> bool:
+    """Whether the graph has a Transpose that onnxruntime's transpose optimiser could move: one
+    of anything but a weight or constant (those it folds). Without one, a Resize can safely run
+    on the 4-D tensor itself, which lets onnxruntime's NCHWc transformer take it."""
+    constants = set(b.initializers) | set(getattr(b, "used", ()))
+    return any(n.op_type == "Transpose" and n.input[0] not in constants for n in b.nodes)
+
+
 def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     """The model without its initializers, and {weight name: ParamSpec} of those it uses."""
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
@@ -77,10 +98,9 @@ def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     missing = sorted({n.op for n in graph.nodes if n.op not in EMITTERS})
     if missing:
         raise BackendError(f"the onnx target does not support: {', '.join(missing)}")
-    b = _WeightsByReference(opset, weights, graph.state_layout())
-    onnx_name = _value_names(b, graph)
-    for n in graph.nodes:
-        EMITTERS[n.op](b, n, [onnx_name[v.name] for v in n.inputs], [onnx_name[v.name] for v in n.outputs])
+    b, onnx_name = _emit(graph, weights, opset, direct_resize=True)
+    if b.direct_resized and _transposes_computed_value(b):      # see emitters._linear_resize_merged
+        b, onnx_name = _emit(graph, weights, opset, direct_resize=False)
 
     outputs = []
     for name, v in graph.outputs:

@@ -11,7 +11,7 @@ from ...ir import dims as D
 from ...ir.graph import Graph
 from .emitters import EMITTERS, HELPERS
 from .guards import size_guards
-from . import pynames
+from . import pynames, training
 
 
 def class_name(graph: Graph) -> str:
@@ -129,6 +129,9 @@ def generate_source(graph: Graph) -> str:
                 init.append(f"{pynames.member_ref(prefix)} = nn.ModuleDict()")
         refs[id(n)] = pynames.member_ref(n.path, parameter=n.op == "parameter")
         init.append(f"{refs[id(n)]} = {em.module(n)}")
+        extra, needs = training.init_lines(n, refs[id(n)])     # init = ..., frozen parameters
+        init += extra
+        helpers += [h for h in needs if h not in helpers]
 
     local = _local_names(graph, cls)
     args = ", ".join(local[id(v)] for v in graph.inputs)

@@ -53,8 +53,11 @@ def _conv_module(cls):
             kw["padding"] = pad if isinstance(pad, str) else _compact(pad)
         if "output_padding" in a and any(p != 0 for p in a["output_padding"]):
             kw["output_padding"] = _compact(a["output_padding"])
-        if any(d != 1 for d in a["dilation"]):
-            kw["dilation"] = _compact(a["dilation"])
+        # a dilation along a kernel of size 1 changes nothing, and torch's CPU convolution can
+        # crash on it (a segfault with a [N, C, 1, W] view of odd strides): left out
+        dilation = tuple(d if k > 1 else 1 for d, k in zip(a["dilation"], a["kernel_size"]))
+        if any(d != 1 for d in dilation):
+            kw["dilation"] = _compact(dilation)
         if a["groups"] != 1:
             kw["groups"] = a["groups"]
         if not a["bias"]:
@@ -99,6 +102,9 @@ def _bn_module(cls):
 
 EMITTERS["BatchNorm1d"] = TorchEmitter(_first, _bn_module("BatchNorm1d"))
 EMITTERS["BatchNorm2d"] = TorchEmitter(_first, _bn_module("BatchNorm2d"))
+EMITTERS["FrozenBatchNorm2d"] = TorchEmitter(
+    _first, lambda n: f"FrozenBatchNorm2d({n.attrs['num_features']}"
+    + (f", eps={n.attrs['eps']!r})" if n.attrs["eps"] != 1e-5 else ")"), helpers=("FrozenBatchNorm2d",))
 EMITTERS["Dropout"] = TorchEmitter(
     lambda n, ins, m: f"F.dropout({ins[0]}, {n.attrs['p']!r}, self.training)")
 EMITTERS["LocalResponseNorm"] = TorchEmitter(
@@ -149,12 +155,45 @@ EMITTERS["GlobalAvgPool2d"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}.mean((2,
 EMITTERS["GlobalMaxPool2d"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}.amax((2, 3), keepdim=True)")
 
 
+def _pyramid_call(n, ins, m):
+    a = n.attrs
+    return f"spatial_pyramid_pool({ins[0]}, {tuple(a['levels'])!r}, {a['mode']!r}, {a['bins']!r})"
+
+
+def _lp_call(n, ins, m):
+    a = n.attrs
+    kw = {"kernel_size": _compact(a["kernel_size"])}
+    if a["stride"] != a["kernel_size"]:
+        kw["stride"] = _compact(a["stride"])
+    if a["ceil_mode"]:
+        kw["ceil_mode"] = True
+    return f"F.lp_pool2d({ins[0]}, {float(a['norm_type'])!r}, {_kw(**kw)})"
+
+
+EMITTERS["SpatialPyramidPool2d"] = TorchEmitter(_pyramid_call, helpers=("spatial_pyramid_pool",))
+EMITTERS["LPPool2d"] = TorchEmitter(_lp_call)
+
+
 # ---- tensor functions ----------------------------------------------------------------------
 EMITTERS["add"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} + {ins[1]}")
 EMITTERS["mul"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} * {ins[1]}")
 EMITTERS["concat"] = TorchEmitter(lambda n, ins, m: f"torch.cat([{', '.join(ins)}], dim={n.attrs['dim']})")
 EMITTERS["center_crop"] = TorchEmitter(lambda n, ins, m: f"center_crop({ins[0]}, {ins[1]})",
                                        helpers=("center_crop",))
+
+
+def _crop_call(n, ins, m):
+    """x[:, :, o:o + like.shape[2], ...]: Caffe's Crop (axis 2) at fixed offsets."""
+    x, like = ins
+    parts = []
+    for i, k in enumerate(n.attrs["offset"], 2):
+        size = n.inputs[1].shape[i]
+        end = str(k + size) if isinstance(size, int) else (f"{k} + " if k else "") + f"{like}.shape[{i}]"
+        parts.append(f"{k or ''}:{end}")
+    return f"{x}[:, :, {', '.join(parts)}]"
+
+
+EMITTERS["crop"] = TorchEmitter(_crop_call)
 
 
 def _resize_call(n, ins, m):
@@ -179,6 +218,22 @@ EMITTERS["resize"] = TorchEmitter(_resize_call)
 
 
 HELPERS = {
+    "spatial_pyramid_pool": '''
+def spatial_pyramid_pool(x, levels, mode, bins):
+    """Spatial pyramid pooling (He et al. 2014): each level n pools x [N, C, H, W] into n x n
+    bins, flattened channel-major; the levels concatenated -> [N, C * sum(n * n)]. bins
+    'adaptive': adaptive pooling's bins; 'paper': window ceil(a / n), stride floor(a / n)."""
+    out = []
+    for n in levels:
+        if bins == "paper":
+            kernel = (-(-x.shape[2] // n), -(-x.shape[3] // n))
+            stride = (x.shape[2] // n, x.shape[3] // n)
+            y = F.max_pool2d(x, kernel, stride) if mode == "max" else F.avg_pool2d(x, kernel, stride)
+        else:
+            y = F.adaptive_max_pool2d(x, n) if mode == "max" else F.adaptive_avg_pool2d(x, n)
+        out.append(y.flatten(1))
+    return torch.cat(out, 1)
+''',
     "center_crop": '''
 def center_crop(x, like):
     """Crop the spatial dims (2 and up) of x to those of `like`, centred."""
@@ -189,10 +244,61 @@ def center_crop(x, like):
 }
 
 
+# ---- stochastic pooling --------------------------------------------------------------------
+HELPERS["stochastic_pool2d"] = '''
+def stochastic_pool2d(x, kernel_size, stride, padding, training):
+    """Stochastic pooling (Zeiler & Fergus 2013) of x: [N, C, H, W] >= 0, zero padded. Training:
+    each window outputs one of its elements, drawn with probability a_i / sum(a) by torch's
+    generator, and passes its gradient to that element alone. Eval: the expectation,
+    sum(a^2) / sum(a), and 0 for an all-zero window."""
+    if not training:
+        num = F.avg_pool2d(x * x, kernel_size, stride, padding)
+        den = F.avg_pool2d(x, kernel_size, stride, padding)      # the same divisor: it cancels
+        return num / torch.where(den > 0, den, torch.ones_like(den))
+    # (a data-dependent branch: skipped under torch.compile, which could not trace it)
+    if not torch.compiler.is_compiling() and not bool(((x >= 0) & torch.isfinite(x)).all()):
+        raise ValueError("StochasticPool2d: its input must be finite and non-negative (as after a ReLU), "
+                         f"but its smallest value is {float(x.min()):g}")
+    n, c, h, w = x.shape
+    oh = (h + 2 * padding[0] - kernel_size[0]) // stride[0] + 1
+    ow = (w + 2 * padding[1] - kernel_size[1]) // stride[1] + 1
+    k = kernel_size[0] * kernel_size[1]
+    windows = F.unfold(x, kernel_size, padding=padding, stride=stride)     # [N, C * k, oh * ow]
+    windows = windows.view(n, c, k, oh * ow).transpose(2, 3)               # [N, C, oh * ow, k]
+    p = windows.detach().reshape(-1, k)
+    p = torch.where(p.sum(1, keepdim=True) > 0, p, torch.ones_like(p))    # all zero: any (a zero)
+    pick = torch.multinomial(p, 1).view(n, c, oh * ow, 1)
+    return windows.gather(3, pick).view(n, c, oh, ow)
+'''
+
+
+def _stochastic_pool_call(n, ins, m):
+    a = n.attrs
+    args = ", ".join(repr(tuple(a[k])) for k in ("kernel_size", "stride", "padding"))
+    return f"stochastic_pool2d({ins[0]}, {args}, self.training)"
+
+
+EMITTERS["StochasticPool2d"] = TorchEmitter(_stochastic_pool_call, helpers=("stochastic_pool2d",))
+
+
+from .training import HELPERS as _TRAINING_HELPERS  # noqa: E402 - init = bilinear(), FrozenBatchNorm2d
+HELPERS.update(_TRAINING_HELPERS)
+
+
 # ---- learned tensors ---------------------------------------------------------------------
-EMITTERS["parameter"] = TorchEmitter(
-    lambda n, ins, m: m,
-    lambda n: f"nn.Parameter(torch.zeros({', '.join(map(str, n.attrs['shape']))}))")
+def _parameter_module(n):
+    """The tensor starts as its `param` declaration says (torch draws the random kinds)."""
+    a = n.attrs
+    (spec,) = n.params.values()
+    dims = ", ".join(map(str, a["shape"]))
+    if spec.init == "normal":
+        return f"nn.Parameter(torch.empty({dims}).normal_(std={a['scale']!r}))"
+    if spec.init == "uniform":
+        return f"nn.Parameter(torch.empty({dims}).uniform_({-a['scale']!r}, {a['scale']!r}))"
+    return f"nn.Parameter(torch.{spec.init}({dims}))"
+
+
+EMITTERS["parameter"] = TorchEmitter(lambda n, ins, m: m, _parameter_module)
 
 
 # ---- attention, shape functions, reductions ------------------------------------------------

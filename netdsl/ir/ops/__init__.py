@@ -1,3 +1,4 @@
 """Every built-in op: importing this package registers them all."""
 from . import activation, conv, linear, norm, parameter, pool, tensor  # noqa: F401
 from . import attention, shape_ops  # noqa: F401
+from . import stochastic  # noqa: F401

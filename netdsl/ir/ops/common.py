@@ -3,6 +3,13 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..graph import ParamSpec
+from ..registry import AttrSpec
+
+# `init =` / `bias_init =` of the layers with a weight and a bias (netdsl.ir.init)
+INIT_ATTRS = (AttrSpec("init", "init", None, doc="the weight's initialiser (default: torch's)",
+                       keyword_only=True),
+              AttrSpec("bias_init", "init", None, doc="the bias's initialiser (default: torch's)",
+                       keyword_only=True))
 
 
 def need_rank(ctx, shape, ranks, layout: str):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
-from .common import need_rank, numel, prod, same_pads, uniform, window_out
+from ..init import check_bilinear, layer_param
+from .common import INIT_ATTRS, need_rank, numel, prod, same_pads, uniform, window_out
 
 
 def _conv_attrs(n: int, transposed: bool) -> tuple:
@@ -21,7 +22,7 @@ def _conv_attrs(n: int, transposed: bool) -> tuple:
         AttrSpec("dilation", k, 1, check="positive"),
         AttrSpec("groups", "int", 1, check="positive"),
         AttrSpec("bias", "bool", True),
-    ]
+    ] + list(INIT_ATTRS)
     return tuple(attrs)
 
 
@@ -72,22 +73,30 @@ def _infer_deconv(a, shapes, ctx):
     return [tuple(out)]
 
 
-def _weight_and_bias(a, weight_lead: tuple, fan_in: int) -> dict:
-    p = {"weight": uniform(weight_lead + a["kernel_size"], fan_in)}
+def _weight_and_bias(a, weight_lead: tuple, fan_in: int, ctx, op: str) -> dict:
+    shape = weight_lead + a["kernel_size"]
+    p = {"weight": layer_param(a["init"], shape, uniform(shape, fan_in), ctx, "weight", op)}
     if a["bias"]:
-        p["bias"] = uniform((a["out_channels"],), fan_in)
+        p["bias"] = layer_param(a["bias_init"], (a["out_channels"],), uniform((a["out_channels"],), fan_in),
+                                ctx, "bias", op)
+    elif a["bias_init"] is not None:
+        ctx.fail("bias_init is given but the layer has no bias (bias = false)")
     return p
 
 
-def _conv_params(a, shapes, ctx):
-    cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
-    return _weight_and_bias(a, (cout, cin // g), cin // g * prod(a["kernel_size"]))
+def _conv_params(op):
+    def params(a, shapes, ctx):
+        cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
+        return _weight_and_bias(a, (cout, cin // g), cin // g * prod(a["kernel_size"]), ctx, op)
+    return params
 
 
 def _deconv_params(a, shapes, ctx):
     cin, cout, g = a["in_channels"], a["out_channels"], a["groups"]
+    if a["init"] is not None and a["init"].kind == "bilinear":
+        check_bilinear((cin, cout // g), g, ctx)
     # torch's weight is [in, out / groups, *kernel], and its fan_in is weight.size(1) * kernel
-    return _weight_and_bias(a, (cin, cout // g), cout // g * prod(a["kernel_size"]))
+    return _weight_and_bias(a, (cin, cout // g), cout // g * prod(a["kernel_size"]), ctx, "ConvTranspose2d")
 
 
 def _conv_macs(a, shapes, outs):
@@ -103,7 +112,7 @@ for _n in (1, 2):
     register(OpSpec(
         f"Conv{_n}d", f"{_n}-D convolution (torch.nn.Conv{_n}d); input channels are inferred.",
         _infer_conv, _conv_attrs(_n, False), resolve=_resolve_conv(_n, False),
-        params=_conv_params, macs=_conv_macs))
+        params=_conv_params(f"Conv{_n}d"), macs=_conv_macs))
 
 register(OpSpec(
     "ConvTranspose2d", "2-D transposed convolution (torch.nn.ConvTranspose2d).",

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
-from .common import numel, uniform
+from ..init import layer_param
+from .common import INIT_ATTRS, numel, uniform
 
 
 def _resolve_linear(a, shapes, ctx):
@@ -16,16 +17,20 @@ def _resolve_linear(a, shapes, ctx):
 
 def _linear_params(a, shapes, ctx):
     fin = a["in_features"]
-    p = {"weight": uniform((a["out_features"], fin), fin)}
+    shape = (a["out_features"], fin)
+    p = {"weight": layer_param(a["init"], shape, uniform(shape, fin), ctx, "weight", "Linear")}
     if a["bias"]:
-        p["bias"] = uniform((a["out_features"],), fin)
+        p["bias"] = layer_param(a["bias_init"], (a["out_features"],), uniform((a["out_features"],), fin),
+                                ctx, "bias", "Linear")
+    elif a["bias_init"] is not None:
+        ctx.fail("bias_init is given but the layer has no bias (bias = false)")
     return p
 
 
 register(OpSpec(
     "Linear", "Fully connected layer y = x W^T + b over the last dim (torch.nn.Linear).",
     lambda a, s, ctx: [tuple(s[0][:-1]) + (a["out_features"],)],
-    (AttrSpec("out_features", "int", check="positive"), AttrSpec("bias", "bool", True)),
+    (AttrSpec("out_features", "int", check="positive"), AttrSpec("bias", "bool", True)) + INIT_ATTRS,
     resolve=_resolve_linear, params=_linear_params,
     macs=lambda a, s, o: D.mul(numel(o[0]), a["in_features"])))
 

@@ -38,6 +38,19 @@ register(OpSpec(
     "in training, running statistics in eval (and in ONNX).",
     lambda a, s, ctx: [s[0]], _BN_ATTRS, resolve=_bn((4,), "[N, C, H, W]"), params=_bn_params))
 
+def _frozen_bn_params(a, shapes, ctx):
+    c = a["num_features"]
+    # torchvision.ops.FrozenBatchNorm2d: four buffers, in this order, and nothing trainable
+    return {"weight": ones((c,), buffer=True), "bias": zeros((c,), buffer=True),
+            "running_mean": zeros((c,), buffer=True), "running_var": ones((c,), buffer=True)}
+
+
+register(OpSpec(
+    "FrozenBatchNorm2d", "Batch normalisation with fixed statistics and affine parameters, all "
+    "buffers (torchvision.ops.FrozenBatchNorm2d): the same in training and in eval.",
+    lambda a, s, ctx: [s[0]], (AttrSpec("eps", "float", 1e-5, check="positive"),),
+    resolve=_bn((4,), "[N, C, H, W]"), params=_frozen_bn_params))
+
 register(OpSpec(
     "Dropout", "Zero elements with probability p while training; identity in eval and in ONNX.",
     lambda a, s, ctx: [s[0]], (AttrSpec("p", "float", 0.5, check="prob"),)))

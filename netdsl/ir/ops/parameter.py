@@ -9,9 +9,9 @@ from .common import prod
 
 def _params(a, shapes, ctx):
     shape = tuple(a["shape"])
-    if a["init"] == "uniform":
+    if a["init"] == "uniform" and a["scale"] > 0:      # uniform(0) is zeros (scale 0: the default bound)
         return {"": ParamSpec(shape, "uniform", fan_in=max(1, prod(shape[1:])), scale=a["scale"])}
-    return {"": ParamSpec(shape, a["init"], scale=a["scale"])}
+    return {"": ParamSpec(shape, "zeros" if a["init"] == "uniform" else a["init"], scale=a["scale"])}
 
 
 register(OpSpec(

@@ -1,4 +1,4 @@
-"""Multi-input tensor functions: add, mul, concat, center_crop, resize."""
+"""Multi-input tensor functions: add, mul, concat, center_crop, crop, resize."""
 from __future__ import annotations
 
 import math
@@ -77,6 +77,36 @@ def _infer_crop(a, shapes, ctx):
 register(OpSpec("center_crop", "Crop the spatial dims of x to those of `like`, centred "
                 "(the margin must be even on every side).", _infer_crop, inputs=2, function=True,
                 tensor_attrs=("like",)))
+
+
+def _resolve_crop(a, shapes, ctx):
+    x, like = shapes
+    if len(x) != len(like) or len(x) < 3:
+        ctx.fail(f"needs two tensors of the same rank >= 3, got {D.fmt_shape(x)} and {D.fmt_shape(like)}")
+    spatial = len(x) - 2
+    off = a["offset"]
+    if len(off) == 1:
+        off = off * spatial
+    if len(off) != spatial:
+        ctx.fail(f"offset needs one value or {spatial} (one per dim 2..{len(x) - 1}), got {len(off)}")
+    a["offset"] = tuple(off)
+    return a
+
+
+def _infer_offset_crop(a, shapes, ctx):
+    x, like = shapes
+    out = list(x[:2])
+    for i, k in enumerate(a["offset"], 2):
+        ctx.require_ge(D.sub(x[i], D.add(like[i], k)), 0,
+                       f"dim {i}: cannot take {D.fmt(like[i])} from {D.fmt(x[i])} at offset {k}")
+        out.append(like[i])
+    return [tuple(out)]
+
+
+register(OpSpec("crop", "Crop the spatial dims of x to those of `like`, starting at `offset` "
+                "(one int or one per dim 2..; Caffe's Crop layer with axis 2).", _infer_offset_crop,
+                (AttrSpec("offset", "ints", 0, check="nonneg"),), inputs=2, function=True,
+                resolve=_resolve_crop, tensor_attrs=("like",)))
 
 
 def _resolve_resize(a, shapes, ctx):
