@@ -141,3 +141,29 @@ network Net {
     got = sess.run(None, {"x": x})[0]
     assert got.shape == want.shape == (2, 3, 2, 3)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("transposes", [False, True])
+def test_static_1x1_map_leaves_no_unused_initializer(transposes):
+    # review of issue 7: the 1 x 1 branch built its [1] output-length constants before choosing the
+    # nearest Resize by constant scales, which does not use them: two initializers no node read
+    # (onnxruntime warns "Removing initializer ... It is not used by any node")
+    tail = " -> permute(dims = [0, 1, 3, 2])" if transposes else ""
+    net = netdsl.loads(f"""
+network Net {{
+    input x: f32[2, 3, 16, 12]
+    f = x -> Conv2d(8, 3, stride = 2, padding = 1)
+    p = f -> AdaptiveAvgPool2d(1)
+    output y = resize(p, like = f, mode = 'bilinear'){tail}
+}}""")
+    model = net.to_onnx()
+    assert _copies_1x1(model)
+    used = {i for n in model.graph.node for i in n.input}
+    assert [t.name for t in model.graph.initializer if t.name not in used] == []
+    module = net.to_torch().eval()
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 12)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

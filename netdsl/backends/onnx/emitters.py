@@ -400,7 +400,8 @@ def _resize(b, node, ins, outs):
         # a 1 x 1 map (DeepLabV3's pooled ASPP branch): every mode fills the output with its one
         # value (torch's bilinear weighs it by w0 + w1 = 1, within rounding). An Expand is a
         # plain copy where onnxruntime's Resize interpolates.
-        hw = [_resized_len(b, node, ins, axis) for axis in (2, 3)]
+        def hw():       # built only where used: no unused constants in a static file
+            return [_resized_len(b, node, ins, axis) for axis in (2, 3)]
         if b.direct_resize and not any(D.is_static(d) and d == 0 for d in node.outputs[0].shape[2:]):
             # the same copy as a nearest Resize by scales [1, 1, H', W'] (exact in float32: any
             # position floors to 0): constant once the sizes are (a static file, or onnxruntime's
@@ -409,13 +410,13 @@ def _resize(b, node, ins, outs):
             if all(D.is_static(d) for d in node.outputs[0].shape[2:]):
                 scales = b.const(np.array([1, 1, *node.outputs[0].shape[2:]], np.float32), "scales")
             else:
-                hw_f = b.add("Cast", [b.add("Concat", hw, "out_hw", axis=0)], "out_hw_f", to=FLOAT)
+                hw_f = b.add("Cast", [b.add("Concat", hw(), "out_hw", axis=0)], "out_hw_f", to=FLOAT)
                 scales = b.add("Concat", [b.const(np.ones(2, np.float32), "ones"), hw_f], "scales", axis=0)
             b.add("Resize", [x, "", scales], outs, mode="nearest",
                   coordinate_transformation_mode="asymmetric", nearest_mode="floor")
             b.direct_resized = True
             return
-        b.add("Expand", [x, b.add("Concat", [b.ints([1, 1]), *hw], "expand_shape", axis=0)], outs)
+        b.add("Expand", [x, b.add("Concat", [b.ints([1, 1]), *hw()], "expand_shape", axis=0)], outs)
         return
     whole = scale is not None and all(float(s).is_integer() for s in scale)
     if a["mode"] == "bilinear":
