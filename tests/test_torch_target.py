@@ -120,3 +120,13 @@ def test_dilation_along_a_size_1_kernel_is_left_out(tmp_path):
             "assert 'dilation' not in net.torch_source()\n")
     proc = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_transposed_conv_keeps_a_dilation_that_allows_its_output_padding():
+    """A 1-wide transposed conv keeps dilation 2: torch accepts output_padding 1 at stride 1 only
+    because of it (dropping it, as for plain convs, broke these modules; found by the fuzzer)."""
+    net = netdsl.loads("network T {\n    input x: f32[N, 3, H, W]\n"
+                       "    output y = x -> ConvTranspose2d(4, 1, dilation = 2, output_padding = [1, 1])\n}\n")
+    torch.manual_seed(0)
+    y = net.to_torch()(torch.randn(2, 3, 5, 6))
+    assert tuple(y.shape) == (2, 4, 6, 7)

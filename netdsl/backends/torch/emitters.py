@@ -54,8 +54,10 @@ def _conv_module(cls):
         if "output_padding" in a and any(p != 0 for p in a["output_padding"]):
             kw["output_padding"] = _compact(a["output_padding"])
         # a dilation along a kernel of size 1 changes nothing, and torch's CPU convolution can
-        # crash on it (a segfault with a [N, C, 1, W] view of odd strides): left out
-        dilation = tuple(d if k > 1 else 1 for d, k in zip(a["dilation"], a["kernel_size"]))
+        # crash on it (a segfault with a [N, C, 1, W] view of odd strides): left out. Not for a
+        # transposed conv, where it is what allows an output_padding of at least the stride.
+        dilation = a["dilation"] if "output_padding" in a else tuple(
+            d if k > 1 else 1 for d, k in zip(a["dilation"], a["kernel_size"]))
         if any(d != 1 for d in dilation):
             kw["dilation"] = _compact(dilation)
         if a["groups"] != 1:
