@@ -311,7 +311,7 @@ class Elaborator(ExpressionEvaluator):
             self._output(st, frame)
         elif isinstance(st, A.ParamDecl):
             self._param(st, frame)
-        elif isinstance(st, A.Freeze):      # resolved once every name is final (_freeze_paths)
+        elif isinstance(st, A.Freeze):      # resolved once every name is final (freeze.freeze_paths)
             self._freezes.extend((frame.mscope.prefix, p, frame.trace) for p in st.paths)
         else:  # pragma: no cover - the grammar has no other statements
             raise AssertionError(type(st))
