@@ -49,6 +49,31 @@ def test_generator_tracks_the_shapes_it_writes():
     assert compared >= 40
 
 
+def test_generator_writes_every_op_and_training_argument():
+    """The fuzzer only tests what its generator writes: every registered op appears in some
+    accepted spec of the first 300 seeds, and so do the arguments that change a layer's
+    parameters (init =, bias_init =, bilinear(), frozen = true) and crops at an offset. A new
+    op that the generator never writes fails here."""
+    import netdsl
+    from netdsl.errors import NetDSLError
+    from netdsl.ir.registry import all_ops
+    ops, frozen, inits, offsets = set(), 0, set(), 0
+    for seed in range(300):
+        sp = spec_gen.generate(seed)
+        try:
+            graph = netdsl.loads(sp.text).graph
+        except NetDSLError:
+            continue
+        ops |= {n.op for n in graph.nodes}
+        frozen += graph.frozen_param_count() > 0
+        inits |= {spec.init for n in graph.nodes if n.attrs.get("init") is not None
+                  for spec in n.params.values()}
+        offsets += any(n.op == "crop" and any(n.attrs["offset"]) for n in graph.nodes)
+    assert sorted(set(all_ops()) - ops) == []
+    assert frozen >= 3 and offsets >= 3
+    assert {"bilinear", "normal", "uniform"} <= inits, inits
+
+
 def test_harness_runs_and_classifies(tmp_path):
     r = diff_fuzz.run(minutes=1, seed=3, out=tmp_path, count=8, cli_every=4, minimise_s=2,
                       max_minimised=1, quiet=True)

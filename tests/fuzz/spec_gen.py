@@ -622,21 +622,26 @@ class Gen:
             self.emit(f"{dst} = concat({', '.join(parts)}{dim})")
             self.tensors[dst] = (*s[:d], (cat, key), *s[d + 1:])
         elif kind == "crop" and len(s) >= 3:
+            at_offset = self.chance(0.4)     # crop(..., offset =) against a smaller tensor, else center_crop
+
             def fits(t):
-                return len(t) == len(s) and all(a[0] >= b[0] and (a[0] - b[0]) % 2 == 0
-                                                for a, b in zip(s[2:], t[2:]))
+                if len(t) != len(s) or any(a[0] < b[0] for a, b in zip(s[2:], t[2:])):
+                    return False
+                if at_offset:
+                    return any(a[0] > b[0] for a, b in zip(s[2:], t[2:]))
+                return all((a[0] - b[0]) % 2 == 0 for a, b in zip(s[2:], t[2:]))
             like = self.pick(fits)
             if like is None:                 # crop against a valid conv of itself
                 if len(s) != 4 or s[1][1] is not None:
                     return self.emit(f"{dst} = {src}")
-                k = self.r.choice([1, 3, 5])
+                k = self.r.choice([3, 5] if at_offset else [1, 3, 5])
                 like_expr = f"{src} -> Conv2d(2, {k})"
                 t = (s[0], (2, None), *(self._sp(d, d[0] - k + 1, f"c{k}") if k > 1 else d for d in s[2:]))
                 if any(d[0] < 1 for d in t):
                     return self.emit(f"{dst} = {src}")
             else:
                 like_expr, t = like, self.tensors[like]
-            if self.chance(0.4):             # crop at an explicit offset (per dim, or one for all)
+            if at_offset:                    # one offset for every dim, or one per dim
                 room = [a[0] - b[0] for a, b in zip(s[2:], t[2:])]
                 offs = [self.r.randint(0, r) for r in room]
                 off = str(offs[0]) if len(set(offs)) == 1 and self.chance(0.5) else f"[{', '.join(map(str, offs))}]"
