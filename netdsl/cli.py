@@ -417,7 +417,7 @@ def cmd_run(args) -> int:
         data = model.SerializeToString()
         label = f"network {net.name}"
         given = {v.name: tuple(int(d) for d in v.shape) for v in net.graph.inputs}
-        dim_values = _free_dim_values(_declared_inputs(model), given, label)
+        dim_values = {}     # compiled for the given sizes: no symbolic input dim is left
 
     _check_input_memory(given)
     options = _session_options(ort, dim_values)
@@ -610,25 +610,6 @@ def _declared_inputs(model) -> list:
     return out
 
 
-def _free_dim_values(declared, shapes: dict, label) -> dict:
-    """{dim_param: size} for every symbolic input dim that the concrete input shapes fix.
-    Dims that share a dim_param are one size (ONNX's rule); two sizes for one is an error."""
-    values, source = {}, {}
-    for name, dims in declared:
-        shape = shapes.get(name)
-        if shape is None:
-            continue
-        for i, (d, size) in enumerate(zip(dims, shape)):
-            if not isinstance(d, str):
-                continue
-            if d in values and values[d] != size:
-                raise _error(f"{label}: input '{name}' dim {i} is {d}, which {source[d]} sets to "
-                             f"{values[d]}; got {size} (dims named alike are one size)")
-            if d not in values:
-                values[d], source[d] = int(size), f"input '{name}' dim {i}"
-    return values
-
-
 def _input_shapes_onnx(data: bytes, given, label) -> tuple:
     """Shapes for an .onnx model's inputs from --input, and the size each symbolic input dim
     (dim_param) then has. An input left out takes the sizes that other inputs give its
@@ -690,8 +671,7 @@ def _input_shapes_onnx(data: bytes, given, label) -> tuple:
                 raise _error(f"input '{name}' has the symbolic dim {'?' if d is None else d} (dim {i} of "
                              f"{_fmt_onnx(declared)}); give its size with --input {name}=DIMS")
         out[name] = tuple(dims)
-    out = {name: out[name] for name in names}
-    return out, _free_dim_values(declared_inputs, out, label)
+    return {name: out[name] for name in names}, values
 
 
 def _fmt_onnx(dims) -> str:
