@@ -43,17 +43,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "tests"))
+from compile_speed import best  # noqa: E402  (this script's directory is on sys.path)
+from parity_util import randomise_batchnorm  # noqa: E402
+from torchvision_compare import onnx_op_counts, print_op_count_differences  # noqa: E402
 FCN_FILE = ROOT / "examples" / "fcn.net"
 CASES = [("fcn_resnet50", "FCN_ResNet50"), ("deeplabv3_resnet50", "DeepLabV3_ResNet50")]
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def interleaved_medians(fns, runs: int, warmup: int):
@@ -76,14 +71,6 @@ def interleaved_medians(fns, runs: int, warmup: int):
             cpu[k].append(time.process_time() - c)
     return ([statistics.median(t) for t in wall], [statistics.median(t) for t in cpu],
             [min(t) for t in cpu])
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    import onnx
-    counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
 
 
 def main() -> int:
@@ -138,15 +125,7 @@ def main() -> int:
         torch.manual_seed(0)
         tv = getattr(torchvision.models.segmentation, key)(
             weights=None, weights_backbone=None, aux_loss=False)
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():          # eval-mode BatchNorm that is not the identity
-            for m in tv.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        tv.eval()
+        randomise_batchnorm(tv, torch.Generator().manual_seed(1))   # eval-mode BN that is not the identity
         sd = tv.state_dict()
         x = torch.randn(1, 3, h, w)
         ours_path, static_path = tmp / f"{key}-netdsl.onnx", tmp / f"{key}-netdsl-static.onnx"
@@ -204,7 +183,7 @@ def main() -> int:
                   f"session start {t[1] / t[3]:.3f}, static {t[2] / t[3]:.3f})", flush=True)
         del sessions
         results.append(dict(network=network, compile=(t_ours, t_exp), run=t_run, cpu=t_cpu, min=t_min,
-                            ops=(op_counts(ours_path), op_counts(tv_path))))
+                            ops=(onnx_op_counts(ours_path), onnx_op_counts(tv_path))))
 
     print(f"\nonnxruntime latency, 1x3x{h}x{w} (ms, median, and minimum CPU time); ratio = netdsl / "
           "torchvision (target <= 1.00)\n  netdsl: the symbolic file; run: the same file, sizes fixed at "
@@ -223,13 +202,7 @@ def main() -> int:
     for r in results:
         t_ours, t_exp = r["compile"]
         print(f"{r['network']:20} {t_ours:8.3f}" + "".join(f" {t:19.3f} {t_ours / t:6.3f}" for t in t_exp))
-    print("\nONNX node counts (netdsl / torchvision TorchScript export), op types that differ:")
-    for r in results:
-        ours, tvs = r["ops"]
-        diff = {k: (ours.get(k, 0), tvs.get(k, 0)) for k in sorted(set(ours) | set(tvs))
-                if ours.get(k, 0) != tvs.get(k, 0)}
-        print(f"  {r['network']}: total {sum(ours.values())} / {sum(tvs.values())}; "
-              + ", ".join(f"{k} {a}/{b}" for k, (a, b) in diff.items()))
+    print_op_count_differences([(r["network"], *r["ops"]) for r in results])
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -68,6 +68,16 @@ def onnx_op_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+def print_op_count_differences(rows) -> None:
+    """rows: (label, netdsl's op counts, torchvision export's op counts)."""
+    print("\nONNX node counts (netdsl / torchvision TorchScript export), op types that differ:")
+    for label, ours, tv in rows:
+        diff = {k: (ours.get(k, 0), tv.get(k, 0)) for k in sorted(set(ours) | set(tv))
+                if ours.get(k, 0) != tv.get(k, 0)}
+        print(f"  {label}: total {sum(ours.values())} / {sum(tv.values())}; "
+              + ", ".join(f"{k} {a}/{b}" for k, (a, b) in diff.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="compile: best of this many runs")
@@ -209,13 +219,7 @@ def main() -> int:
 
     print("\nOutputs (max abs diff): " + "; ".join(
         f"{r['label']} eager {r['d_eager']:.1e}, onnxruntime {r['d_ort']:.1e}" for r in results))
-    print("\nONNX node counts (netdsl / torchvision TorchScript export), op types that differ:")
-    for r in results:
-        ours, tv = r["ops"]
-        diff = {k: (ours.get(k, 0), tv.get(k, 0)) for k in sorted(set(ours) | set(tv))
-                if ours.get(k, 0) != tv.get(k, 0)}
-        print(f"  {r['label']}: total {sum(ours.values())} / {sum(tv.values())}; "
-              + ", ".join(f"{k} {a}/{b}" for k, (a, b) in diff.items()))
+    print_op_count_differences([(r["label"], *r["ops"]) for r in results])
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

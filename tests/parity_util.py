@@ -37,6 +37,22 @@ def randomise(model, seed: int) -> None:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
+def randomise_batchnorm(model, generator):
+    """Random BatchNorm2d statistics and affine parameters: mean N(0, 0.01), var U(0.5, 1.5),
+    weight U(0.5, 1.5), bias N(0, 0.01). torchvision starts them at 0, 1, 1, 0, which makes
+    eval-mode BatchNorm nearly the identity. Returns the model in eval mode."""
+    import torch
+    g = generator
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
 def assert_parity(net, model, shapes, dims=None, rtol: float = RTOL, label: str = "") -> None:
     """One ONNX model from `model`'s weights agrees with `model` (eval) at every input shape.
 

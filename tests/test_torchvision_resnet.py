@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import netdsl
+from parity_util import randomise_batchnorm  # tests/ is on sys.path (no package)
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -25,15 +26,7 @@ def _torchvision_model(name, seed):
     0, 1, 1, 0)."""
     torch.manual_seed(seed)
     model = getattr(torchvision.models, name)(weights=None)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model.eval()
+    return randomise_batchnorm(model, torch.Generator().manual_seed(seed + 1))
 
 
 @pytest.mark.parametrize("tv_name", sorted(MODELS))
