@@ -636,7 +636,10 @@ class Gen:
                     return self.emit(f"{dst} = {src}")
                 k = self.r.choice([3, 5] if at_offset else [1, 3, 5])
                 like_expr = f"{src} -> Conv2d(2, {k})"
-                t = (s[0], (2, None), *(self._sp(d, d[0] - k + 1, f"c{k}") if k > 1 else d for d in s[2:]))
+                try:
+                    t = (s[0], (2, None), *(self._sp(d, d[0] - k + 1, f"c{k}") if k > 1 else d for d in s[2:]))
+                except _Fail:                # a map too small for the kernel
+                    return self.emit(f"{dst} = {src}")
                 if any(d[0] < 1 for d in t):
                     return self.emit(f"{dst} = {src}")
             else:
