@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--json", action="store_true",
                    help="print one JSON object instead of a table: network, inputs, outputs, params, "
-                        "macs, constraints, layers")
+                        "macs, constraints, dynamic_dims (data-dependent sizes), layers")
 
     k = sub.add_parser(
         "compile", help="generate an ONNX model or standalone PyTorch source",
@@ -348,6 +348,10 @@ def cmd_check(args) -> int:
     print(_terminal_safe(f"ok: {net.name}: inputs {ins}; outputs {outs}; {summary['params']:,} params{frozen}"))
     for c in summary["constraints"]:
         print(f"  input sizes that work: {c}")
+    if summary["dynamic_dims"]:
+        from .passes.summary import dynamic_text
+        for entry in summary["dynamic_dims"]:
+            print(_terminal_safe(f"  data-dependent size {dynamic_text(entry)}"))
     return EXIT_OK
 
 

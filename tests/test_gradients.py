@@ -212,6 +212,12 @@ CASES = [
     g(one("mean-hw", "mean(x, dims = [2, 3], keepdim = false)", ((1, 2, 2, 3),), IMG)),
     c1("amax", "amax(dims = [1, -1])", IMG, (1, 2, 2, 3)),
     g(one("amax-flat", "amax(x, dims = [2, 3], keepdim = false)", ((1, 2, 3, 2),), IMG)),
+    # ---- selection (the values; the indices have no gradient)
+    GCase("topk", "input x: f32[N, 2, H, W]\nv, i = topk(x, k = 2)\noutput y = v", ((1, 2, 2, 3),)),
+    GCase("topk-smallest-sym", "input x: f32[N, 2, H, W]\nv, i = topk(x, k = 5, dim = 2, largest = false)\n"
+                               "output y = v", ((1, 2, 3, 2),)),
+    GCase("take", "input x: f32[N, 2, H, W]\ns, i = topk(amax(x, dims = [1, 2, 3], keepdim = false), k = 2)\n"
+                  "output y = take(x, i)", ((3, 2, 2, 2),)),
     # ---- composites: the chain rule across ops
     g(one("cbam-spatial", "x * (concat(mean(x), amax(x)) -> Conv2d(1, 3, padding = 1) -> Sigmoid)",
           ((1, 2, 3, 3),), IMG)),
@@ -391,6 +397,9 @@ def test_every_parity_case_runs_in_double():
             got = double(*[torch.from_numpy(x) for x in xs])
             want, got = (t if isinstance(t, tuple) else (t,) for t in (want, got))
             for w, o in zip(want, got, strict=True):
+                if not w.is_floating_point():       # int64 indices (topk): the same ones
+                    assert o.dtype == w.dtype and torch.equal(w, o), case.id
+                    continue
                 assert o.dtype == torch.float64, case.id
                 fin = torch.isfinite(w)
                 assert torch.equal(fin, torch.isfinite(o)), case.id
@@ -398,7 +407,8 @@ def test_every_parity_case_runs_in_double():
                 scale = max(1.0, float(w[fin].abs().max()))
                 assert float((w[fin].double() - o[fin]).abs().max()) <= 1e-4 * scale, case.id
             outs = double.train()(*[torch.from_numpy(x).abs() for x in xs])   # >= 0: StochasticPool2d
-            assert all(o.dtype == torch.float64 for o in (outs if isinstance(outs, tuple) else (outs,))), case.id
+            assert all(o.dtype in (torch.float64, torch.int64)
+                       for o in (outs if isinstance(outs, tuple) else (outs,))), case.id
 
 
 def test_gradcheck_catches_a_wrong_gradient(monkeypatch):

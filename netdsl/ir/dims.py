@@ -8,6 +8,7 @@ as torch rounds it) plus a constant. Floor divisions pull out the divisible part
 (``H // 2 // 2 = H // 4``), which is enough for convolution, pooling and upsampling
 arithmetic to simplify to the forms people write by hand. Every expression can be
 evaluated on numpy arrays of candidate symbol values; the constraint solver uses that.
+A `Dyn` atom is a size known only at run time (data-dependent), written like a symbol.
 """
 from __future__ import annotations
 
@@ -41,6 +42,24 @@ class Sym(Expr):
 
     def __str__(self):
         return self.name
+
+
+class Dyn(Sym):
+    """A data-dependent size: known only at run time (the number of boxes a non-maximum
+    suppression keeps, a top-k over a symbolic size). Arithmetic and printing treat it as a
+    symbol (`K`, `2 * K + 1`); it never takes part in the constraint solving (ShapeCtx drops
+    any constraint that mentions one). `bound` is an upper bound where one is known: an int,
+    a Dim over the input symbols, or None. Made by `ShapeCtx.dynamic`, with a name unique
+    within its graph; `op` names the op that made it."""
+    __slots__ = ("bound", "op")
+
+    def __init__(self, name: str, bound=None, op: str | None = None):
+        super().__init__(name)
+        self.bound, self.op = bound, op
+        self._key = ("s", name, "dyn")     # sorts among the symbols, yet never equals one
+
+    def __repr__(self):
+        return f"Dyn({self.name}, bound={self.bound})"
 
 
 class FloorDiv(Expr):
@@ -198,6 +217,12 @@ def sym(name: str) -> Lin:
     return Lin.of([(Sym(name), 1)])
 
 
+def dyn(name: str, bound=None, op: str | None = None) -> Lin:
+    """A dim that is the data-dependent size `name` (see `Dyn`); shape rules use
+    `ShapeCtx.dynamic`, which keeps names unique within a graph."""
+    return Lin.of([(Dyn(name, bound, op), 1)])
+
+
 def _lin(d: Dim) -> Lin:
     return Lin.of([], int(d)) if is_static(d) else d
 
@@ -342,6 +367,36 @@ def same(a: Dim, b: Dim) -> bool | None:
     return None
 
 
+def _atoms(a):
+    """Every Sym (and Dyn) under an atom or a Lin."""
+    if isinstance(a, Sym):
+        yield a
+    elif isinstance(a, Lin):
+        for t, _ in a.terms:
+            yield from _atoms(t)
+    elif isinstance(a, (FloorDiv, ScaledFloor)):
+        yield from _atoms(a.num)
+    elif isinstance(a, Prod):
+        for f in a.factors:
+            yield from _atoms(f)
+
+
+def dyn_atoms(d: Dim) -> list:
+    """The data-dependent sizes (`Dyn`) that `d` mentions, each once, in order."""
+    if is_static(d):
+        return []
+    out = {}
+    for a in _atoms(d):
+        if isinstance(a, Dyn):
+            out.setdefault(a.name, a)
+    return list(out.values())
+
+
+def is_dynamic(d) -> bool:
+    """Whether the dim mentions a data-dependent size (a `Dyn`), known only at run time."""
+    return not is_static(d) and any(isinstance(a, Dyn) for a in _atoms(d))
+
+
 def symbols(d: Dim) -> set:
     return set() if is_static(d) else d.symbols()
 
@@ -363,7 +418,7 @@ def substitute(d: Dim, values: dict) -> Dim:
 
 def _subst_atom(a, values) -> Dim:
     if isinstance(a, Sym):
-        return values.get(a.name, sym(a.name))
+        return values.get(a.name, Lin.of([(a, 1)]))     # (a Dyn stays a Dyn)
     if isinstance(a, FloorDiv):
         return floordiv(_subst_lin(a.num, values), a.den)
     if isinstance(a, ScaledFloor):

@@ -374,6 +374,10 @@ class Elaborator(ExpressionEvaluator):
                 elif isinstance(bound, int):
                     shape.append(bound)
                 else:
+                    if d in self.graph.dynamic:     # made by an op above: a size known at run time
+                        raise NameLookupError(f"input dim '{d}' has the name of a data-dependent size "
+                                              f"made above it (by {self.graph.dynamic[d].op}); "
+                                              f"rename the symbol", st.span)
                     if d not in self._symbol_set:
                         self._symbol_set.add(d)
                         self.symbols.append(d)
@@ -536,7 +540,7 @@ class Elaborator(ExpressionEvaluator):
         # first one's (kept once anyway, see RecordedConstraints), and a call that failed
         # was never remembered. (repr tells 1 from True and 0.0 from -0.0, as == does not.)
         try:
-            key = (id(spec), repr(list(attrs.items())), tuple(shapes))
+            key = None if spec.dynamic else (id(spec), repr(list(attrs.items())), tuple(shapes))
             hash(key)
         except TypeError:
             key = None
@@ -552,11 +556,16 @@ class Elaborator(ExpressionEvaluator):
             if key is not None:
                 self._shape_results[key] = (dict(attrs), outs, dict(params), macs)
         if spec.check_inputs is not None:       # not cached: it looks past the input shapes
-            spec.check_inputs(inputs, ShapeCtx(op, span, frame.trace, self.graph.constraints))
+            spec.check_inputs(inputs, ShapeCtx(op, span, frame.trace, self.graph.constraints,
+                                               self.graph.dynamic, self._symbol_set))
         if frozen:
             params = frozen_params(op, params, span, frame.trace)
         path = frame.mscope.child(label, snake(op), span)
-        outputs = [Value("", tuple(s)) for s in outs]
+        # without a dtypes rule an op keeps its first input's element type (select, reshape,
+        # concat of int64 indices stay int64)
+        dtypes = spec.dtypes(attrs, inputs) if spec.dtypes else \
+            [inputs[0].dtype if inputs else "float32"] * len(outs)
+        outputs = [Value("", tuple(s), dt) for s, dt in zip(outs, dtypes)]
         node = Node(op, path, list(inputs), outputs, attrs, span, frame.trace, params, macs)
         for v in outputs:
             v.producer = node
@@ -591,7 +600,7 @@ class Elaborator(ExpressionEvaluator):
         """The op's resolved attributes, output shapes, parameters and MACs; records the
         constraints on input sizes that it needs."""
         op = spec.name
-        ctx = ShapeCtx(op, span, frame.trace, self.graph.constraints)
+        ctx = ShapeCtx(op, span, frame.trace, self.graph.constraints, self.graph.dynamic, self._symbol_set)
         try:
             attrs = spec.resolve(dict(attrs), shapes, ctx)
             outs = spec.infer(attrs, shapes, ctx)

@@ -76,6 +76,8 @@ class Graph:
     constraints: list = field(default_factory=list)  # passes.constraints.Constraint
     params: dict = field(default_factory=dict)       # network parameter values used
     span: Span | None = field(default=None, repr=False)
+    dynamic: dict = field(default_factory=dict)      # data-dependent sizes: name -> dims.Dyn,
+                                                     # in the order made (ShapeCtx.dynamic)
 
     def state_layout(self) -> dict:
         """Fully-qualified parameter/buffer name -> ParamSpec, in definition order."""

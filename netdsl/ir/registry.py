@@ -54,6 +54,10 @@ class OpSpec:
     tensor_attrs: tuple = field(default=())   # keyword attrs that take a tensor (e.g. like=)
     check_inputs: Callable | None = None      # (input Values, ctx) -> None: checks beyond shapes
                                               # (what produced an input); run on every application
+    dtypes: Callable | None = None            # (attrs, input Values) -> [dtype per output]; None:
+                                              # every output float32
+    dynamic: bool = False                     # makes data-dependent dims (ctx.dynamic): every
+                                              # application gets fresh ones, so never cached
 
     def attr(self, name: str) -> AttrSpec | None:
         for a in self.attrs:

@@ -62,15 +62,38 @@ class Constraint:
 
 
 class ShapeCtx:
-    """What a shape rule uses to fail, or to require things of its input sizes."""
+    """What a shape rule uses to fail, to require things of its input sizes, or to make a
+    data-dependent size (`dynamic`)."""
 
-    def __init__(self, op: str, span: Span | None, trace: tuple, sink: list):
+    def __init__(self, op: str, span: Span | None, trace: tuple, sink: list,
+                 dynamic: dict | None = None, taken=()):
         self.op, self.span, self.trace, self.sink = op, span, trace, sink
+        # the graph's data-dependent sizes (name -> Dyn), shared by every ctx of one graph so
+        # that names are unique in it, and the names its input symbols have taken
+        self.dynamics = {} if dynamic is None else dynamic
+        self.taken = taken
 
     def fail(self, message: str):
         raise ShapeError(f"{self.op}: {message}", self.span, self.trace)
 
+    def dynamic(self, hint: str, bound=None) -> D.Dim:
+        """A fresh data-dependent size (`dims.Dyn`), known only at run time: named `hint`, or
+        `hint2`, `hint3`, ... where that name is taken in this graph. `bound`: an upper bound
+        (an int or a Dim over the input symbols), or None."""
+        if not hint.isidentifier():
+            raise ValueError(f"a data-dependent size's name must be an identifier, got {hint!r}")
+        name, k = hint, 1
+        while name in self.dynamics or name in self.taken:
+            k += 1
+            name = f"{hint}{k}"
+        atom = D.Dyn(name, bound, self.op)
+        self.dynamics[name] = atom
+        return D.Lin.of([(atom, 1)])
+
     def _add(self, kind, a, b, message, r=0):
+        # (a graph without data-dependent sizes, nearly every one, skips the look)
+        if self.dynamics and (D.is_dynamic(a) or D.is_dynamic(b)):
+            return          # known only at run time: never solved, never an error here
         c = Constraint(kind, a, b, r, f"{self.op}: {message}", self.span, self.trace)
         if not c.symbols():
             if not bool(c.holds({})):
@@ -92,6 +115,9 @@ class ShapeCtx:
     def static(self, d, what: str) -> int:
         if D.is_static(d):
             return int(d)
+        if D.is_dynamic(d):
+            self.fail(f"{what} must be known at compile time, but it is '{D.fmt(d)}', a size "
+                      f"known only at run time (data-dependent)")
         self.fail(f"{what} must be known at compile time, but it is '{D.fmt(d)}'; "
                   f"declare that input dim as a number")
 

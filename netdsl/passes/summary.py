@@ -1,6 +1,8 @@
 """Summary and cost: per-layer output shapes, parameters, MACs, and the input-size constraints."""
 from __future__ import annotations
 
+import re
+
 from ..ir import dims as D
 from ..gc_pause import paused_gc
 from ..ir.graph import Graph
@@ -52,8 +54,38 @@ def _summarize(graph: Graph, symbols: list | None) -> dict:
         "frozen_params": graph.frozen_param_count(),
         "macs": _num(graph.macs()),
         "constraints": summarise(graph.constraints, syms),
+        "dynamic_dims": dynamic_dims(graph),
         "layers": layers,
     }
+
+
+def dynamic_dims(graph: Graph) -> list:
+    """[{name, bound, op, path}] for each data-dependent size (dims.Dyn) of the graph, in the
+    order made: its bound (an int, an expression over the input symbols as text, or None) and
+    the layer whose output it first sizes."""
+    if not graph.dynamic:
+        return []
+    origin: dict = {}
+    for n in graph.nodes:
+        for v in n.outputs:
+            for d in v.shape:
+                for atom in D.dyn_atoms(d):
+                    origin.setdefault(atom.name, n)
+        if len(origin) == len(graph.dynamic):
+            break
+    out = []
+    for name, atom in graph.dynamic.items():
+        n = origin.get(name)
+        out.append({"name": name, "bound": None if atom.bound is None else _num(atom.bound),
+                    "op": n.op if n is not None else atom.op, "path": n.path if n is not None else None})
+    return out
+
+
+def dynamic_text(entry: dict) -> str:
+    """'K ≤ 5: topk at sel, known at run time' for an entry of `dynamic_dims`."""
+    bound = "" if entry["bound"] is None else f" ≤ {entry['bound']}"
+    at = f" at {entry['path']}" if entry.get("path") else ""
+    return f"{entry['name']}{bound}: {entry['op']}{at}, known at run time"
 
 
 def _symbols(graph: Graph) -> list:
@@ -98,8 +130,12 @@ def format_text(summary: dict, doc: str | None = None) -> str:
     lines.append(f"  parameters: {_fmt_int(summary['params'])} (trainable {_fmt_int(summary['trainable_params'])}"
                  f", frozen {_fmt_int(summary['frozen_params'])})")
     macs = summary["macs"]
+    dyn = [e["name"] for e in summary.get("dynamic_dims", ())
+           if not isinstance(macs, int) and re.search(rf"\b{e['name']}\b", macs)]
     if isinstance(macs, int):
         lines.append(f"  MACs per sample: {macs:,} ({macs / 1e9:.3f} GMACs)")
+    elif dyn:           # no --input fixes these: they are known at run time
+        lines.append(f"  MACs per sample: {macs}, with {', '.join(dyn)} known at run time")
     else:
         first = summary["inputs"][0] if summary["inputs"] else {"name": "NAME", "shape": []}
         example = "x".join(str(d) if isinstance(d, int) else "?" for d in first["shape"])
@@ -107,4 +143,6 @@ def format_text(summary: dict, doc: str | None = None) -> str:
                      f"{first['name']}={example}")
     if summary["constraints"]:
         lines.append("  input sizes that work: " + "; ".join(summary["constraints"]))
+    for entry in summary.get("dynamic_dims", ()):
+        lines.append("  data-dependent size " + dynamic_text(entry))
     return "\n".join(lines)

@@ -588,7 +588,10 @@ class Gen:
                 self.join()
 
     def join(self):
-        kind = self.r.choice(["add", "mul", "gate", "concat", "crop", "resize_like", "matmul", "cls", "qkv"])
+        kind = self.r.choice(["add", "mul", "gate", "concat", "crop", "resize_like", "matmul", "cls", "qkv",
+                              "topk", "take"])
+        if kind in ("topk", "take"):
+            return self.select_stmt(kind)
         src = self.pick()
         s = self.tensors[src]
         dst = self.fresh()
@@ -681,6 +684,28 @@ class Gen:
             self.emit(f"{dst} = {src} -> {stages[0]}")
             self.tensors[dst] = shape
         self.features.add("join_" + kind)
+
+    def select_stmt(self, kind):
+        """topk or take on the input x: its values are random, so no two tie, and torch and
+        onnxruntime pick the same indices. The count kept stays static: along a fixed dim, or
+        k = 1 (a symbolic dim would make a data-dependent size, which the harness cannot
+        evaluate)."""
+        s, dst = self.tensors["x"], self.fresh()
+        if kind == "topk":
+            d = self.r.randrange(len(s))
+            k = self.r.randint(1, s[d][0] + 2) if s[d][1] is None else 1
+            largest = "" if self.chance(0.6) else ", largest = false"
+            dim = f", dim = {d - len(s) if self.chance(0.3) else d}" if d != len(s) - 1 or self.chance(0.3) else ""
+            self.emit(f"{dst}, {self.fresh('idx')} = topk(x, k = {k}{dim}{largest})")
+            self.tensors[dst] = tuple((min(k, x[0]), None) if i == d else x for i, x in enumerate(s))
+        else:
+            k = self.r.randint(1, s[0][0] + 1) if s[0][1] is None else 1
+            idx, top = self.fresh("idx"), self.fresh()
+            score = f"amax(x, dims = {list(range(1, len(s)))}, keepdim = false)" if len(s) > 1 else "x"
+            self.emit(f"{top}, {idx} = topk({score}, k = {k})")
+            self.emit(f"{dst} = take(x, {idx})")
+            self.tensors[dst] = ((min(k, s[0][0]), None),) + tuple(s[1:])
+        self.features.add("select_" + kind)
 
     def loop(self):
         src = self.pick(lambda t: len(t) == 4 and t[1][1] is None)

@@ -744,3 +744,30 @@ def _select(b, node, ins, outs):
 def _reduce(b, node, ins, outs):
     op = "ReduceMean" if node.op == "mean" else "ReduceMax"
     reduce(b, op, ins[0], node.attrs["dims"], keepdims=int(node.attrs["keepdim"]), out=outs)
+
+
+from . import detection  # noqa: E402,F401 - registers the detection emitters
+
+
+# ---- selection: topk, take ---------------------------------------------------------------------
+@emitter("topk")
+def _topk(b, node, ins, outs):
+    """TopK keeping min(k, size): k itself where the size is known, else Min(k, size) computed
+    at run time (from the graph inputs' shapes where the size is a function of them)."""
+    a = node.attrs
+    d = a["dim"]
+    size = node.inputs[0].shape[d]
+    if D.is_static(size):
+        k = b.ints([min(a["k"], int(size))], "k")
+    else:
+        length = b.input_dim(size, "size") or b.shape_dims(ins[0], d, d + 1, "size")
+        k = b.add("Min", [b.ints([a["k"]], "k"), length], "k")
+    b.add("TopK", [ins[0], k], outs, axis=d, largest=int(a["largest"]), sorted=1)
+
+
+@emitter("take")
+def _take(b, node, ins, outs):
+    b.add("Gather", ins, outs, axis=0)
+
+
+from . import detection_post  # noqa: E402,F401  (registers rpn_proposals, sample_rois, detect_postprocess)

@@ -44,9 +44,13 @@ class _WeightsByReference(OnnxBuilder):
         return full
 
 
-def _value_info(name: str, shape) -> onnx.ValueInfoProto:
+def _value_info(name: str, shape, dtype: str = "float32") -> onnx.ValueInfoProto:
+    """A tensor's declared type: its element type (Value.dtype) and dims, each an int or a
+    dim_param: the symbolic expression's text (`H`, `H // 2 + 1`; a data-dependent size's
+    name, `K`)."""
     dims = [int(d) if D.is_static(d) else str(d) for d in shape]
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    dt = np.dtype(dtype)
+    return helper.make_tensor_value_info(name, _DTYPES.get(dt) or helper.np_dtype_to_tensor_dtype(dt), dims)
 
 
 def _value_names(b: _WeightsByReference, graph: Graph) -> dict:
@@ -106,11 +110,11 @@ def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     for name, v in graph.outputs:
         if onnx_name[v.name] != name:   # an input, a value output under several names, or renamed
             b.add("Identity", [onnx_name[v.name]], [name])
-        outputs.append(_value_info(name, v.shape))
+        outputs.append(_value_info(name, v.shape, v.dtype))
     out_names = {name for name, _ in graph.outputs}
-    value_info = [_value_info(onnx_name[v.name], v.shape) for n in graph.nodes for v in n.outputs
+    value_info = [_value_info(onnx_name[v.name], v.shape, v.dtype) for n in graph.nodes for v in n.outputs
                   if onnx_name[v.name] not in out_names]
-    g = helper.make_graph(b.nodes, graph.name, [_value_info(v.name, v.shape) for v in graph.inputs],
+    g = helper.make_graph(b.nodes, graph.name, [_value_info(v.name, v.shape, v.dtype) for v in graph.inputs],
                           outputs, initializer=list(b.initializers.values()), value_info=value_info,
                           doc_string=graph.doc or "")
     opsets = [helper.make_opsetid("", opset)]

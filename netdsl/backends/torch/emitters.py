@@ -357,3 +357,19 @@ EMITTERS["expand"] = TorchEmitter(_expand_call)
 EMITTERS["select"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}.select({n.attrs['dim']}, {n.attrs['index']})")
 EMITTERS["mean"] = TorchEmitter(_reduce_call("mean"))
 EMITTERS["amax"] = TorchEmitter(_reduce_call("amax"))
+
+
+# ---- selection: topk, take ---------------------------------------------------------------------
+def _topk_call(n, ins, m):
+    """torch.topk keeping min(k, size) elements; the size read at run time where symbolic."""
+    a = n.attrs
+    size = n.inputs[0].shape[a["dim"]]
+    k = min(a["k"], int(size)) if isinstance(size, int) else f"min({a['k']}, {ins[0]}.shape[{a['dim']}])"
+    return f"torch.topk({ins[0]}, {k}, dim={a['dim']}" + ("" if a["largest"] else ", largest=False") + ")"
+
+
+EMITTERS["topk"] = TorchEmitter(_topk_call)
+EMITTERS["take"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}[{ins[1]}]")
+
+
+from . import detection_emitters  # noqa: E402,F401 - registers the detection ops

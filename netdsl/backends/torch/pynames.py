@@ -42,7 +42,29 @@ update values xpu zero_grad""".split())
 
 # Identifiers generated code must not rebind: keywords, every builtin (the generated code
 # may call any of them: super, range, ValueError ...), and the module's own globals.
-_TAKEN = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(IMPORTS) | frozenset(HELPERS)
+def _helper_globals() -> frozenset:
+    """The names the pasted helper sources bind at their top level."""
+    import ast
+    out = set(HELPERS)
+    for text in HELPERS.values():
+        try:
+            body = ast.parse(text).body
+        except SyntaxError:         # reported where the generated source is compiled
+            body = []
+        for st in body:
+            if isinstance(st, (ast.FunctionDef, ast.ClassDef)):
+                out.add(st.name)
+            elif isinstance(st, ast.Assign):
+                out.update(t.id for t in st.targets if isinstance(t, ast.Name))
+            elif isinstance(st, (ast.Import, ast.ImportFrom)):
+                out.update((a.asname or a.name).split(".")[0] for a in st.names)
+    return frozenset(out)
+
+
+# forward()'s own locals besides the tensors: a detector's context and targets argument
+FORWARD_LOCALS = ("det", "targets")
+_TAKEN = (frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(IMPORTS) | _helper_globals()
+          | frozenset(FORWARD_LOCALS))
 
 
 def _identifier(name: str) -> str:

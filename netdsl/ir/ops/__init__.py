@@ -2,3 +2,5 @@
 from . import activation, conv, linear, norm, parameter, pool, tensor  # noqa: F401
 from . import attention, shape_ops  # noqa: F401
 from . import stochastic  # noqa: F401
+from . import select_ops  # noqa: F401
+from . import detection  # noqa: F401
