@@ -2,9 +2,10 @@
 
 FasterRCNN_ResNet50_FPN (examples/faster_rcnn.net) against torchvision's
 fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None), random BatchNorm statistics, eval
-mode, with torchvision's state_dict given to netdsl so that both compute the same function. The
-classifier is scaled (cls_score weights x --cls-scale) so that random weights give dozens of
-detections per image, as trained weights do: post-processing then does real work. In one run:
+mode, with torchvision's state_dict given to netdsl so that both compute the same function.
+Random weights detect nothing; they are adjusted as the tests do (parity_util.make_detector_detect)
+so that each image, bright rectangles on noise, gets dozens of detections, as trained weights
+would: post-processing then does real work. In one run:
 
   onnxruntime   CPUExecutionProvider, ORT_ENABLE_ALL, --threads intra-op threads, one image at
                 each --sizes (default 512x512 and 800x800; both models resize the short side to
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "tests"))
 from compile_speed import best  # noqa: E402  (this script's directory is on sys.path)
-from parity_util import randomise_batchnorm  # noqa: E402
+from parity_util import make_detector_detect, rectangle_images  # noqa: E402
 from segmentation import interleaved_medians  # noqa: E402
 from torchvision_compare import onnx_op_counts, print_op_count_differences  # noqa: E402
 
@@ -56,8 +57,6 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1, help="compile: best of this many runs")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: library default)")
-    ap.add_argument("--cls-scale", type=float, default=30.0,
-                    help="scale of the classifier weights (random weights detect nothing otherwise)")
     args = ap.parse_args()
     if len(args.sizes) % 2:
         ap.error("--sizes takes pairs H W")
@@ -83,9 +82,8 @@ def main() -> int:
           f"latency median of {args.runs} after {args.warmup} warm-up\n", flush=True)
     torch.manual_seed(0)
     tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-    randomise_batchnorm(tv, torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        tv.roi_heads.box_predictor.cls_score.weight.mul_(args.cls_scale)
+    images = {(h, w): rectangle_images(1, h, w, seed=h * 7 + w) for h, w in sizes}
+    make_detector_detect(tv, [x[0] for x in images.values()], torch.Generator().manual_seed(1))
     sd = tv.state_dict()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -100,7 +98,7 @@ def main() -> int:
 
     rows = []
     for h, w in sizes:
-        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 7 + w))
+        x = images[h, w]
         tv_path = tmp / f"tv-{h}x{w}.onnx"
 
         def export():

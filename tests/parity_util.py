@@ -82,3 +82,47 @@ def assert_parity(net, model, shapes, dims=None, rtol: float = RTOL, label: str 
             assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale
         err = float(np.abs(got - want).max())
         assert err <= rtol * scale, f"{label} {shape}: max error {err:.3g} vs output scale {scale:.3g}"
+
+
+def rectangle_images(n, h, w, seed):
+    """Bright rectangles on dim noise, [n, 3, h, w] in [0, 1] (detection tests and benchmarks)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, h, w, generator=g) * 0.3
+    for i in range(n):
+        for _ in range(6):
+            y0 = int(torch.randint(0, h - 20, (1,), generator=g))
+            x0 = int(torch.randint(0, w - 20, (1,), generator=g))
+            hh = int(torch.randint(10, h // 2, (1,), generator=g))
+            ww = int(torch.randint(10, w // 2, (1,), generator=g))
+            x[i, :, y0:y0 + hh, x0:x0 + ww] += torch.rand(3, 1, 1, generator=g)
+    return x.clamp(0, 1)
+
+
+def make_detector_detect(model, images, generator):
+    """Weights under which a comparison of torchvision's Faster R-CNN (ResNet-50 FPN, no weights)
+    tests something: random BatchNorm statistics make the FPN's maps large (std ~600), so its
+    3x3 convs are scaled down 1000x and the RPN's boxes stay inside the images; a random RPN
+    classifier (std 0.1) ranks anchors without ties; the box classifier is random over the RoI
+    features' variation on `images` (centred on their mean, which is the same for every RoI and
+    would pick one class everywhere), scaled so that each image gets dozens of detections of
+    many classes. Returns the model in eval mode."""
+    import torch
+    g = generator
+    randomise_batchnorm(model, g)
+    with torch.no_grad():
+        for block in model.backbone.fpn.layer_blocks:
+            for p in block.parameters():
+                p.mul_(1e-3)
+        w = model.rpn.head.cls_logits.weight
+        w.copy_(torch.randn(w.shape, generator=g) * 0.1)
+        model.eval()
+        batch, _ = model.transform(list(images))
+        features = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, features)
+        rois = model.roi_heads.box_head(model.roi_heads.box_roi_pool(features, proposals, batch.image_sizes))
+        mean, std = rois.mean(0), rois.std(0) + 1e-3
+        cls = model.roi_heads.box_predictor.cls_score
+        cls.weight.copy_(torch.randn(cls.weight.shape, generator=g) * 0.45 / std / 32)
+        cls.bias.copy_(-(cls.weight @ mean))
+    return model.eval()

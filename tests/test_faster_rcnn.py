@@ -166,6 +166,7 @@ def test_bad_input_is_a_clear_error():
         netdsl.load(FILE, network="FasterRCNN_ResNet50_FPN", inputs=(1, 4, 64, 64))
     assert "fixed to 3" in str(err.value) and err.value.span is not None
 
+
 # ---- one ONNX file, many image sizes -------------------------------------------------------------
 
 def _images(n, h, w, seed):

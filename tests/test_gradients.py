@@ -12,7 +12,11 @@ that. (Nearest resizing is a gather whatever the values: it has no such points.)
 Where an op's gradient is defined by convention (ties in max pooling, SpatialPyramidPool2d and
 amax, ReLU and the other piecewise activations at exactly 0, an all-zero LPPool2d window,
 Dropout's mask, StochasticPool2d's drawn element), the convention torch applies in the generated
-module is pinned below, so that a change would be caught. `test_every_op_is_covered` makes every
+module is pinned below, so that a change would be caught. The detection ops are gradchecked where
+torchvision defines a gradient (box coding, clipping, rescaling, RoIAlign w.r.t. the features, the
+RPN head, the transform, post-processing's boxes and scores); what carries none (indices, anchors,
+proposals, boxes through RoI pooling) and roi_pool's tie rule are pinned, as torchvision has them,
+on the pure-torch path and, where it imports, torchvision's. `test_every_op_is_covered` makes every
 registered op appear in a gradcheck case or in `CONVENTIONS`. `test_every_parity_case_runs_in_double`
 runs every test_ops_parity network under `.double()`.
 """
@@ -230,6 +234,93 @@ y = matmul(f, g) -> permute(dims = [0, 2, 1]) -> reshape(shape = [0, 2, 0, 0], l
 output z = x + y""", ((1, 2, 2, 3),)),
 ]
 
+
+# ---- detection: the differentiable ops, where torchvision defines a gradient. Boxes are valid
+# as test_ops_parity's DET_CASES build them (anchors decoded by deltas: positive sizes), batch
+# indices come from topk; inputs read only for boxes, indices or sizes are const. Deltas are
+# inputs in [-1.5, 1.5], divided by weights >= 1: dw, dh stay below box_decode's clamp (4.14).
+def _det_rows(t, k):
+    """Image 0 of the map t [N, k·A, H, W] as rows [H·W·A, k] (anchor-major within a location)."""
+    return f"(select({t}, 0, 0) -> permute(dims = [1, 2, 0]) -> reshape(shape = [-1, {k}]))"
+
+
+def _det_index(n):
+    """A batch index (int64, in [0, N)) per row of the map n [N, A, H, W]: argmax over images."""
+    return (f"_, bi2 = topk({n} -> permute(dims = [2, 3, 1, 0]) -> Flatten(0, 2), k = 1, dim = 1)\n"
+            "bi = select(bi2, 1, 0)\n")
+
+
+_DET_ROI = ("input x: f32[N, 3, H, W]\ninput t: f32[N, 4, P, Q]\ninput n: f32[N, 1, P, Q]\n"
+            "input f: f32[N, 2, P, Q]\na = anchors(f, x, sizes = [4], aspect_ratios = [1.0])\n"
+            + _det_index("n") + f"boxes = box_decode({_det_rows('t', 4)}, a)\n")
+_DET_ROI_SHAPES = ((2, 3, 6, 8), (2, 4, 3, 4), (2, 1, 3, 4), (2, 2, 3, 4))
+
+CASES += [
+    # box coding: with respect to the deltas and the boxes (both decoded from inputs)
+    GCase("det-decode", "input x: f32[N, 3, H, W]\ninput u: f32[N, 4, H, W]\ninput d: f32[N, 8, H, W]\n"
+                        "a = anchors(x, x, sizes = [4], aspect_ratios = [1.0])\n"
+                        f"boxes = box_decode({_det_rows('u', 4)}, a)\n"
+                        f"output y = box_decode({_det_rows('d', 8)}, boxes, weights = [10.0, 10.0, 5.0, 5.0])",
+          ((1, 3, 3, 4), (1, 4, 3, 4), (1, 8, 3, 4)), const=("x",)),
+    GCase("det-encode", "input x: f32[N, 3, H, W]\ninput u: f32[N, 4, H, W]\ninput v: f32[N, 4, H, W]\n"
+                        "a = anchors(x, x, sizes = [4], aspect_ratios = [1.0])\n"
+                        f"output y = box_encode(box_decode({_det_rows('u', 4)}, a), "
+                        f"box_decode({_det_rows('v', 4)}, a), weights = [10.0, 10.0, 5.0, 5.0])",
+          ((1, 3, 3, 4), (1, 4, 3, 4), (1, 4, 3, 4)), const=("x",)),
+    # some boxes cross the resized 8x9 image's edges, none within GAP of them
+    # (test_det_clip_case_crosses_the_edges_away_from_them)
+    GCase("det-clip-rescale", "input images: f32[N, 3, H, W]\ninput n: f32[N, 1, H, W]\ninput u: f32[N, 4, H, W]\n"
+                              "x, sizes = detection_transform(images, min_size = 8, max_size = 20, "
+                              "size_divisible = 4)\n"
+                              "a = anchors(u, images, sizes = [4], aspect_ratios = [1.0])\n" + _det_index("n")
+                              + f"boxes = box_decode({_det_rows('u', 4)}, a)\n"
+                              "output c = clip_boxes(boxes, bi, sizes)\noutput r = rescale_boxes(boxes, bi, sizes)\n"
+                              "output b = boxes",
+          ((2, 3, 5, 6), (2, 1, 5, 6), (2, 4, 5, 6)), const=("images", "n")),
+    # RoI pooling: with respect to the features (torchvision gives the boxes no gradient)
+    GCase("det-roi-align", _DET_ROI + "output y = roi_align(f, boxes, bi, output_size = 3, spatial_scale = 0.5, "
+                                      "sampling_ratio = 2)", _DET_ROI_SHAPES, const=("x", "t", "n")),
+    GCase("det-roi-align-adaptive-aligned", _DET_ROI + "output y = roi_align(f, boxes, bi, output_size = [2, 3], "
+                                                       "spatial_scale = 0.5, aligned = true)",
+          _DET_ROI_SHAPES, const=("x", "t", "n")),
+    # scales 1/4 and 1/8; canonical_scale 16 sends the boxes to both levels (each gets a gradient)
+    GCase("det-msroi", "input images: f32[N, 3, H, W]\ninput t: f32[N, 4, P, Q]\ninput n: f32[N, 1, P, Q]\n"
+                       "input f2: f32[N, 2, P, Q]\ninput f3: f32[N, 2, S, T]\n"
+                       "x, sizes = detection_transform(images, min_size = 0, size_divisible = 1)\n"
+                       "a = anchors(f2, x, sizes = [8], aspect_ratios = [1.0])\n" + _det_index("n")
+                       + f"boxes = box_decode({_det_rows('t', 4)}, a)\n"
+                       "output y = multiscale_roi_align(f2, f3, boxes, bi, sizes, output_size = 2, "
+                       "canonical_scale = 16)",
+          ((2, 3, 16, 16), (2, 4, 4, 4), (2, 1, 4, 4), (2, 2, 4, 4), (2, 2, 2, 2)), const=("images", "t", "n")),
+    # the head's ReLU inputs are away from 0 (test_det_rpn_head_cases_are_kink_free)
+    GCase("det-rpnhead", "input p2: f32[N, 3, H, W]\ninput p3: f32[N, 3, P, Q]\n"
+                         "o2, o3, d2, d3 = RPNHead(p2, p3, num_anchors = 2)\n"
+                         "output a = o2\noutput b = o3\noutput c = d2\noutput d = d3", ((2, 3, 3, 4), (2, 3, 2, 2))),
+    GCase("det-rpnhead-depth2", "input p: f32[N, 2, H, W]\no, d = RPNHead(p, num_anchors = 1, conv_depth = 2)\n"
+                                "output a = o\noutput b = d", ((1, 2, 3, 3),)),
+    # the transform: normalise, bilinear resize (up: 4x5 -> 6x7; down: 5x6 -> 3x3), zero padding
+    GCase("det-transform-up", "input images: f32[N, 3, H, W]\n"
+                              "x, sizes = detection_transform(images, min_size = 6, max_size = 10, "
+                              "size_divisible = 4)\n"
+                              "output y = x", ((2, 3, 4, 5),)),
+    GCase("det-transform-down", "input images: f32[N, 3, H, W]\n"
+                                "x, sizes = detection_transform(images, min_size = 3, max_size = 4)\noutput y = x",
+          ((1, 3, 5, 6),)),
+    # post-processing's boxes and scores, with respect to the class logits, the box regression and the
+    # proposals (as torchvision's postprocess_detections: nothing detached); the selection is
+    # piecewise constant and does not move within gradcheck's steps here
+    GCase("det-postprocess", "input images: f32[N, 3, H, W]\ninput u: f32[N, 4, H, W]\ninput c: f32[N, 3, H, W]\n"
+                             "input r: f32[N, 12, H, W]\n"
+                             "x, sizes = detection_transform(images, min_size = 0, size_divisible = 1)\n"
+                             "a = anchors(u, x, sizes = [4], aspect_ratios = [1.0])\n"
+                             + _det_index("amax(u, dims = [1])")
+                             + f"b, s, l, i = detect_postprocess({_det_rows('c', 3)}, {_det_rows('r', 12)}, "
+                             f"box_decode({_det_rows('u', 4)}, a), bi, sizes, score_thresh = 0.2, "
+                             "nms_thresh = 0.4)\n"
+                             "output boxes = b\noutput scores = s",
+          ((1, 3, 3, 4), (1, 4, 3, 4), (1, 3, 3, 4), (1, 12, 3, 4)), const=("images",)),
+]
+
 # Ops whose gradient is (also) a convention rather than a derivative: the test pinning it.
 CONVENTIONS = {
     "MaxPool2d": "test_max_pool_ties_go_to_the_first_in_scan_order",
@@ -243,6 +334,15 @@ CONVENTIONS = {
     "SpatialPyramidPool2d": "test_adaptive_max_pool_ties_go_to_the_first_in_scan_order",
     "LPPool2d": "test_lp_pool_gradient_of_an_all_zero_window_is_zero",
     "StochasticPool2d": "test_stochastic_pool_training_gradient_reaches_the_drawn_element_only",
+    # detection (the differentiable ones are gradchecked above; these pin what flows, as torchvision)
+    "roi_pool": "test_det_roi_pool_ties_go_to_the_first_in_scan_order",
+    "nms": "test_det_index_ops_and_anchors_carry_no_gradient",
+    "batched_nms": "test_det_index_ops_and_anchors_carry_no_gradient",
+    "remove_small_boxes": "test_det_index_ops_and_anchors_carry_no_gradient",
+    "anchors": "test_det_index_ops_and_anchors_carry_no_gradient",
+    "rpn_proposals": "test_det_rpn_proposals_are_detached_from_the_head",
+    "sample_rois": "test_det_sample_rois_passes_its_inputs_gradient_through",
+    "detect_postprocess": "test_det_postprocess_scores_and_boxes_carry_the_gradient",
 }
 
 BY_ID = {c.id: c for c in CASES}
@@ -285,7 +385,13 @@ def _net(case):
     statistics and norm scales too)."""
     if case.id not in _NETS:
         net = build(case)
-        _NETS[case.id] = (net, randomised_weights(net))
+        weights = randomised_weights(net)
+        rng = np.random.default_rng(2)
+        for node in net.graph.nodes:
+            if node.op == "RPNHead":    # normal(0.01) weights, zero biases: Jacobians below gradcheck's atol
+                for pname, spec in node.params.items():
+                    weights[f"{node.path}.{pname}"] = rng.normal(0, 0.5, spec.shape).astype(np.float32)
+        _NETS[case.id] = (net, weights)
     return _NETS[case.id][0]
 
 
@@ -649,3 +755,269 @@ def test_stochastic_pool_training_gradient_reaches_the_drawn_element_only():
     drawn = win.argmax(-1, keepdim=True)
     torch.testing.assert_close(xs.gather(-1, drawn)[..., 0], y, rtol=0, atol=0)
     assert len(set(drawn.reshape(-1).tolist())) > 1          # not always the same position
+
+
+# ---- detection ------------------------------------------------------------------------------
+def test_det_clip_case_crosses_the_edges_away_from_them():
+    """det-clip-rescale's boxes: some coordinates are clipped at each edge of the resized 8x9 image
+    and some are not (both sides of clip_boxes' clamp are gradchecked), none within GAP of an edge."""
+    case = BY_ID["det-clip-rescale"]
+    _, module = _module(case)
+    with torch.no_grad():
+        clipped, _, boxes = module(*_inputs(case.shapes, seed=sum(map(ord, case.id))))
+    for cols, edge in (((0, 2), 9.0), ((1, 3), 8.0)):     # x: width 9, y: height 8
+        v = boxes[:, cols]
+        assert float((v.abs()).min()) > GAP and float((v - edge).abs().min()) > GAP
+        assert bool((v < 0).any()) and bool((v > edge).any()) and bool(((v > 0) & (v < edge)).any())
+        torch.testing.assert_close(clipped[:, cols], v.clamp(0, edge), rtol=0, atol=0)
+
+
+def test_det_rpn_head_cases_are_kink_free():
+    """The RPNHead cases' ReLU inputs (each shared conv's outputs) are at least GAP from 0."""
+    for cid in ("det-rpnhead", "det-rpnhead-depth2"):
+        case = BY_ID[cid]
+        _, module = _module(case)
+        pre = []
+        for name, layer in module.named_modules():
+            if isinstance(layer, torch.nn.Conv2d) and ".conv." in f".{name}.":
+                layer.register_forward_hook(lambda _m, _i, out: pre.append(out.detach().clone()))
+        with torch.no_grad():
+            module(*_inputs(case.shapes, seed=sum(map(ord, case.id))))
+        assert len(pre) == 2, cid                          # two levels / two convs
+        assert min(float(p.abs().min()) for p in pre) > GAP, cid
+        assert all(bool((p < 0).any()) and bool((p > 0).any()) for p in pre), cid   # the ReLU cuts
+
+
+DET_PATHS = ("pure", "torchvision")
+
+
+def _det_module(body, path="pure"):
+    """A float64 module and its generated source's globals, the RoI / NMS kernels forced to the
+    pure-torch path or to torchvision's (skipped where torchvision's compiled ops do not import)."""
+    net = netdsl.loads("network det_case {\n" + body + "\n}")
+    module = net.to_torch(net.init_weights(0)).double()
+    ns = type(module).forward.__globals__
+    ns["DET_USE_TORCHVISION"] = path == "torchvision"
+    if path == "torchvision" and ns["det_torchvision_ops"]() is None:
+        pytest.skip("torchvision's compiled ops are not available")
+    return net, module, ns
+
+
+def _c_round(v):
+    """C's round(): halves away from zero."""
+    return int(np.sign(v) * np.floor(abs(v) + 0.5))
+
+
+def _roi_pool_bins(box, scale, out, size):
+    """torchvision's roi_pool kernel: the cells (rows, then columns) of every bin of a box."""
+    (oh, ow), (H, W) = out, size
+    x1, y1, x2, y2 = (_c_round(v * scale) for v in box)
+    bh, bw = max(y2 - y1 + 1, 1) / oh, max(x2 - x1 + 1, 1) / ow
+    rows = [range(min(max(int(np.floor(p * bh)) + y1, 0), H), min(max(int(np.ceil((p + 1) * bh)) + y1, 0), H))
+            for p in range(oh)]
+    cols = [range(min(max(int(np.floor(p * bw)) + x1, 0), W), min(max(int(np.ceil((p + 1) * bw)) + x1, 0), W))
+            for p in range(ow)]
+    return [[(h, w) for h in r for w in c] for r in rows for c in cols]
+
+
+@pytest.mark.parametrize("path", DET_PATHS)
+def test_det_roi_pool_ties_go_to_the_first_in_scan_order(path):
+    """roi_pool (max): each bin's whole gradient goes to its first maximum in row-major scan order
+    (torchvision's kernel keeps a value only if it is strictly greater), overlapping bins adding
+    up; an empty bin (a box outside the map) outputs 0 and passes no gradient."""
+    _, module, _ = _det_module("input f: f32[N, 3, H, W]\ninput b: f32[R, 4]\ninput s: f32[R, N]\n"
+                               "_, i = topk(s, k = 1, dim = 1)\n"
+                               "output y = roi_pool(f, b, select(i, 1, 0), output_size = [3, 2], "
+                               "spatial_scale = 0.5)",
+                               path)
+    boxes = [[1.0, 2.0, 12.0, 11.0], [-3.0, 5.0, 20.0, 18.0], [4.0, 4.0, 4.4, 4.2], [30.0, 30.0, 40.0, 40.0],
+             [2.0, 1.0, 9.0, 7.0]]
+    images = [0, 1, 1, 0, 1]
+    b = torch.tensor(boxes, dtype=torch.float64)
+    s = torch.nn.functional.one_hot(torch.tensor(images), 2).double()
+    for x in (_ties((2, 3, 7, 8), seed=12), torch.zeros(2, 3, 7, 8, dtype=torch.float64)):
+        f = x.clone().requires_grad_()
+        y = module(f, b, s)
+        y.sum().backward()
+        xn, want, tied, empty = x.numpy(), np.zeros(x.shape), 0, 0
+        for r, (box, n) in enumerate(zip(boxes, images)):
+            for k, cells in enumerate(_roi_pool_bins(box, 0.5, (3, 2), (7, 8))):
+                got_y = y[r, :, k // 2, k % 2].detach().numpy()
+                if not cells:
+                    empty += 1
+                    assert (got_y == 0).all()
+                    continue
+                for c in range(3):
+                    vals = [xn[n, c, h, w] for h, w in cells]
+                    assert got_y[c] == max(vals)
+                    tied += vals.count(max(vals)) > 1
+                    h, w = cells[int(np.argmax(vals))]           # the first maximum
+                    want[n, c, h, w] += 1
+        np.testing.assert_array_equal(f.grad.numpy(), want)
+        assert empty == 8 and tied > 20                          # the box outside, a clamped row
+        assert want.max() > 1                                    # bins overlap (the tiny box: one cell)
+
+
+
+@pytest.mark.parametrize("path", DET_PATHS)
+def test_det_roi_ops_give_the_boxes_no_gradient(path):
+    """roi_align, roi_pool and multiscale_roi_align pass no gradient to the boxes (torchvision's
+    kernels return none for the rois; the det-roi-* and det-msroi gradchecks hold them constant)."""
+    _, module, _ = _det_module("""input images: f32[N, 3, H, W]
+input t: f32[N, 4, P, Q]
+input f: f32[N, 2, P, Q]
+input f2: f32[N, 2, S, T]
+x, sizes = detection_transform(images, min_size = 0, size_divisible = 1)
+a = anchors(f, x, sizes = [8], aspect_ratios = [1.0])
+""" + _det_index("amax(t, dims = [1])") + f"""boxes = box_decode({_det_rows("t", 4)}, a)
+output ra = roi_align(f, boxes, bi, output_size = 2, spatial_scale = 0.25, sampling_ratio = 2)
+output rp = roi_pool(f, boxes, bi, output_size = 2, spatial_scale = 0.25)
+output ms = multiscale_roi_align(f, f2, boxes, bi, sizes, output_size = 2, canonical_scale = 16)
+output b = boxes""", path)
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.float64)
+    t, f, f2 = _inputs([(2, 4, 4, 4), (2, 2, 4, 4), (2, 2, 2, 2)], seed=19)
+    *pooled, b = module(images, t.requires_grad_(), f, f2)
+    assert b.requires_grad
+    for out in pooled:
+        assert float(out.detach().abs().max()) > 0
+        if out.requires_grad:                     # torchvision's autograd function: no rois gradient
+            (grad,) = torch.autograd.grad(out.sum(), t, allow_unused=True, retain_graph=True)
+            assert grad is None or float(grad.abs().max()) == 0
+
+def test_det_index_ops_and_anchors_carry_no_gradient():
+    """nms, batched_nms and remove_small_boxes give int64 indices; anchors depend on the sizes
+    only: none of them carries a gradient, although the boxes and scores they read do."""
+    from test_ops_parity import DET_HEAD
+    net, module, _ = _det_module(DET_HEAD + "output k = nms(boxes, s, iou_threshold = 0.3)\n"
+                                 "output kb = batched_nms(boxes, s, groups, iou_threshold = 0.3)\n"
+                                 "output r = remove_small_boxes(boxes, min_size = 3.0)\n"
+                                 "output anc = a\noutput bx = boxes\noutput sc = s")
+    (x,) = _inputs([(2, 3, 9, 11)], seed=13)
+    k, kb, r, anc, bx, sc = module(x.requires_grad_())
+    assert bx.requires_grad and sc.requires_grad
+    for idx in (k, kb, r):
+        assert idx.dtype == torch.int64 and not idx.requires_grad and idx.numel() > 0
+    assert r.numel() < bx.shape[0] and k.numel() < bx.shape[0]          # they select
+    assert anc.dtype == torch.float64 and not anc.requires_grad and anc.shape == bx.shape
+
+
+_DET_RPN = """input images: f32[N, 3, H, W]
+x, sizes = detection_transform(images, min_size = 0, size_divisible = 16)
+f = x -> Conv2d(4, 3, stride = 4, padding = 1)
+o, d = RPNHead(f, num_anchors = 3)
+p, pi = rpn_proposals(o, d, anchors(f, x, sizes = [16]), sizes, pre_nms_top_n = [50, 50], post_nms_top_n = [20, 20])
+output y = roi_align(f, p, pi, output_size = 2, spatial_scale = 0.25, sampling_ratio = 2)
+output props = p
+output logits = o"""
+
+
+def test_det_rpn_proposals_are_detached_from_the_head():
+    """rpn_proposals' boxes are decoded from detached deltas and chosen on detached objectness, as
+    torchvision's RegionProposalNetwork does: in eval and in training (with targets, where the RPN
+    losses do reach the head), no gradient reaches the head through them; the features they pool
+    still get theirs."""
+    net, module, ns = _det_module(_DET_RPN)
+    head = next(n.path for n in net.graph.nodes if n.op == "RPNHead") + "."
+    images = torch.from_numpy(np.random.default_rng(14).uniform(0, 1, (2, 3, 48, 64)))
+    for mode in ("eval", "train"):
+        module.train(mode == "train")
+        module.zero_grad()
+        y, props, logits = module(images)
+        assert props.numel() > 0 and logits.requires_grad and y.requires_grad
+        assert not props.requires_grad
+        y.sum().backward()
+        for name, p in module.named_parameters():
+            if name.startswith(head):
+                assert p.grad is None, (mode, name)
+            else:
+                assert p.grad is not None and float(p.grad.abs().max()) > 0, (mode, name)
+    seen, real = [], ns["det_rpn_proposals"]
+    ns["det_rpn_proposals"] = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])}] * 2
+    torch.manual_seed(0)
+    losses = module.train()(images, targets)
+    assert losses["loss_objectness"].requires_grad and losses["loss_rpn_box_reg"].requires_grad
+    (props, _), = seen
+    assert props.numel() > 0 and not props.requires_grad
+
+
+_DET_SAMPLE = f"""input images: f32[N, 3, H, W]
+input u: f32[N, 4, H, W]
+x, sizes = detection_transform(images, min_size = 0, size_divisible = 1)
+a = anchors(u, x, sizes = [4], aspect_ratios = [1.0])
+{_det_index("amax(u, dims = [1])")}boxes = box_decode({_det_rows("u", 4)}, a)
+rois, ri = sample_rois(boxes, bi, batch_size_per_image = 8, positive_fraction = 0.5)
+output r = rois
+output b = boxes"""
+
+
+def test_det_sample_rois_passes_its_inputs_gradient_through():
+    """sample_rois detaches nothing, as torchvision's select_training_samples: in eval it is the
+    identity; in training with targets each sampled proposal row carries its input row's
+    gradient (the added target boxes none), and the regression targets kept for the box loss
+    depend on the proposals too (torchvision's do: its proposals come detached from the RPN)."""
+    net, module, ns = _det_module(_DET_SAMPLE)
+    images = torch.from_numpy(np.random.default_rng(15).uniform(0, 1, (1, 3, 4, 5)))
+    (u,) = _inputs([(1, 4, 4, 5)], seed=16)
+    u.requires_grad_()
+    r, b = module.eval()(images, u)
+    assert r is b
+
+    seen, real = [], ns["det_sample_rois"]
+    ns["det_sample_rois"] = lambda det, *a, **k: seen.append(det) or real(det, *a, **k)
+    gt = torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 6.0, 5.0]])
+    torch.manual_seed(0)
+    r, b = module.train()(images, u, [{"boxes": gt, "labels": torch.tensor([1, 2])}])
+    assert r.requires_grad and seen[0].roi_regression_targets.requires_grad
+    src = []                # each sampled row: the proposal row it copies, or None for a target box
+    for row in r.detach():
+        hit = torch.where((b.detach() == row).all(1))[0]
+        if hit.numel():
+            src.append(int(hit[0]))
+        else:
+            assert bool((gt.double() == row).all(1).any())
+            src.append(None)
+    assert None in src and sum(s is not None for s in src) >= 2
+    g = torch.randn(r.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (got,) = torch.autograd.grad((r * g).sum(), u, retain_graph=True)
+    gb = torch.zeros_like(b)
+    for i, s in enumerate(src):
+        if s is not None:
+            gb[s] += g[i]
+    (want,) = torch.autograd.grad((b * gb).sum(), u)
+    assert float(want.abs().max()) > 0
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_det_postprocess_scores_and_boxes_carry_the_gradient():
+    """detect_postprocess detaches nothing, as torchvision's postprocess_detections (its eval
+    scores and boxes require grad): a score's gradient is its softmax entry's, with respect to its
+    proposal's class logits (det-postprocess gradchecks the boxes and scores); labels and
+    batch_index are int64 without gradient."""
+    net, module, _ = _det_module("""input images: f32[N, 3, H, W]
+input c: f32[N, 3, H, W]
+input r: f32[N, 12, H, W]
+x, sizes = detection_transform(images, min_size = 0, size_divisible = 1)
+a = anchors(c, x, sizes = [4], aspect_ratios = [1.0])
+""" + _det_index("amax(c, dims = [1])") + f"""logits = {_det_rows("c", 3)}
+b, s, l, i = detect_postprocess(logits, {_det_rows("r", 12)}, a, bi, sizes, score_thresh = 0.2, nms_thresh = 0.4)
+output bx = b
+output sc = s
+output lb = l
+output ix = i
+output lg = logits""")
+    images = torch.from_numpy(np.random.default_rng(17).uniform(0, 1, (1, 3, 3, 4)))
+    c, r = _inputs([(1, 3, 3, 4), (1, 12, 3, 4)], seed=18)
+    bx, sc, lb, ix, lg = module(images, c.requires_grad_(), r.requires_grad_())
+    assert bx.requires_grad and sc.requires_grad and sc.numel() > 1
+    assert lb.dtype == ix.dtype == torch.int64 and not lb.requires_grad and not ix.requires_grad
+    (got,) = torch.autograd.grad(sc.sum(), lg)
+    prob = torch.softmax(lg.detach(), -1)
+    want = torch.zeros_like(prob)
+    for score, label in zip(sc.detach(), lb):
+        (row,) = torch.where(prob[:, label] == score)[0].tolist()
+        e = torch.zeros(3, dtype=torch.float64)
+        e[label] = 1
+        want[row] += score * (e - prob[row])              # d softmax_l / d logits
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    assert int((got.abs().sum(1) > 0).sum()) < got.shape[0]    # rows never kept get nothing

@@ -167,3 +167,15 @@ network Net {{
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(want).max() > 0
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_resize_like_a_provable_multiple_is_one_resize():
+    """An FPN's top-down step, resize(m5, like = i4) with i4 provably twice m5's size, is one
+    nearest Resize by scales 2 (an NCHWc Upsample in onnxruntime), not two Gathers of computed
+    indices; an input-sized `like` of unknown ratio keeps the Gathers."""
+    import onnx
+    net = netdsl.loads("network R {\n input x: f32[N, 3, H, W]\n input t: f32[N, 3, P, Q]\n"
+                       " output y = resize(x, like = x -> ConvTranspose2d(3, 2, stride = 2))\n"
+                       " output z = resize(x, like = t)\n}\n")
+    ops = [n.op_type for n in net.to_onnx().graph.node]
+    assert ops.count("Resize") == 1 and ops.count("Gather") == 2, ops

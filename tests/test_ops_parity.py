@@ -265,6 +265,10 @@ CASES = [
         ((2, 3, 7, 5), (1, 3, 7, 5)), "[N, 3, 7, 5]"),
     one("resize-nearest-size", "resize(x, size = [5, 7])", ((2, 3, 4, 6), (1, 3, 9, 3))),
     one("resize-nearest-size-down", "resize(x, size = [3, 4])", ((2, 3, 9, 11), (1, 3, 7, 13))),
+    # like= a tensor provably twice / four times as large (an FPN's top-down path): one Resize
+    Case("resize-nearest-like-multiple", "input x: f32[N, 3, H, W]\n"
+         "output y = resize(x, like = x -> ConvTranspose2d(2, 2, stride = 2))\n"
+         "output z = resize(x, like = x -> ConvTranspose2d(2, 4, stride = 4))", tuple((s,) for s in IMG)),
     fn("resize-nearest-like", {"x": "[N, 3, H, W]", "t": "[N, 5, P, Q]"}, "resize(x, like = t)",
        (((2, 3, 4, 6), (2, 5, 9, 13)), ((1, 3, 8, 4), (1, 5, 3, 7)))),
     one("resize-bilinear-2", "resize(x, scale = 2, mode = 'bilinear')", ((2, 3, 4, 5), (1, 3, 3, 2))),
@@ -401,6 +405,23 @@ DET_CASES = [
                              "o2, o3, d2, d3 = RPNHead(p2, p3, num_anchors = 2)\n"
                              "output m = multiscale_roi_align(p2, p3, boxes, bi, sizes, output_size = 2)\n"
                              "output o = o3\noutput dd = d2"),
+    # the composite ops: proposals of two levels, identity sampling (eval), detections
+    Case("det-composite", """input images: f32[N, 3, H, W]
+x, sizes = detection_transform(images, min_size = 0, size_divisible = 16)
+f1 = x -> Conv2d(8, 3, stride = 4, padding = 1)
+f2 = f1 -> Conv2d(8, 3, stride = 2, padding = 1)
+o1, o2, d1, d2 = RPNHead(f1, f2, num_anchors = 3)
+p, pi = rpn_proposals(o1, o2, d1, d2, anchors(f1, x, sizes = [16]), anchors(f2, x, sizes = [32]), sizes,
+                      pre_nms_top_n = [50, 60], post_nms_top_n = [40, 30])
+rois, ri = sample_rois(p, pi)
+h = roi_align(f1, rois, ri, output_size = 2, spatial_scale = 0.25, sampling_ratio = 2) -> Flatten
+b, s, l, bi = detect_postprocess(h -> Linear(5), h -> Linear(20), rois, ri, sizes, detections_per_img = 25)
+output boxes = b
+output scores = s
+output labels = l
+output batch_index = bi
+output proposals = rois
+output proposal_index = ri""", (((2, 3, 64, 80),), ((3, 3, 48, 100),))),
 ]
 
 CASES += DET_CASES

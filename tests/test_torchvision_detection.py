@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import netdsl
-from parity_util import randomise_batchnorm  # tests/ is on sys.path (no package)
+from parity_util import make_detector_detect, rectangle_images  # tests/ is on sys.path (no package)
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -41,20 +41,6 @@ def _randomise_frozen_bn(model, seed):
     return model.eval()
 
 
-def _images(n, h, w, seed):
-    """Bright rectangles on dim noise, [n, 3, h, w] in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, h, w, generator=g) * 0.3
-    for i in range(n):
-        for _ in range(6):
-            y0 = int(torch.randint(0, h - 20, (1,), generator=g))
-            x0 = int(torch.randint(0, w - 20, (1,), generator=g))
-            hh = int(torch.randint(10, h // 2, (1,), generator=g))
-            ww = int(torch.randint(10, w // 2, (1,), generator=g))
-            x[i, :, y0:y0 + hh, x0:x0 + ww] += torch.rand(3, 1, 1, generator=g)
-    return x.clamp(0, 1)
-
-
 SIZES = dict(min_size=320, max_size=512)    # torchvision's 800 / 1333 cost 6x the time on CPU
 EVAL_IMAGES = (2, 240, 300, 0)              # n, h, w, seed: resized to 320 x 400
 
@@ -70,24 +56,7 @@ def tv_frcnn():
     torch.manual_seed(0)
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
                                                                  **SIZES)
-    g = torch.Generator().manual_seed(1)
-    randomise_batchnorm(model, g)
-    with torch.no_grad():
-        for block in model.backbone.fpn.layer_blocks:
-            for p in block.parameters():
-                p.mul_(1e-3)
-        w = model.rpn.head.cls_logits.weight
-        w.copy_(torch.randn(w.shape, generator=g) * 0.1)
-        images, _ = model.transform(list(_images(*EVAL_IMAGES)))
-        features = model.backbone(images.tensors)
-        proposals, _ = model.rpn(images, features)
-        rois = model.roi_heads.box_head(model.roi_heads.box_roi_pool(features, proposals,
-                                                                     images.image_sizes))
-        mean, std = rois.mean(0), rois.std(0) + 1e-3
-        cls = model.roi_heads.box_predictor.cls_score
-        cls.weight.copy_(torch.randn(cls.weight.shape, generator=g) * 0.45 / std / 32)
-        cls.bias.copy_(-(cls.weight @ mean))
-    return model.eval()
+    return make_detector_detect(model, rectangle_images(*EVAL_IMAGES), torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +184,7 @@ def test_eval_detections_match_torchvision(tv_frcnn, frcnn):
     """A batch [N, 3, H, W]: the same detections per image (count, labels, boxes within 1e-3 px,
     scores within 1e-5), dozens each, under the cap of 100 (the score threshold decides)."""
     _, model = frcnn
-    x = _images(*EVAL_IMAGES)
+    x = rectangle_images(*EVAL_IMAGES)
     with torch.no_grad():
         want = tv_frcnn(list(x))
         got = model(x)
@@ -238,7 +207,7 @@ def test_eval_list_of_images_matches_torchvision(tv_frcnn, frcnn):
     reference.load_state_dict(state)
     reference.eval()
     model = net.to_torch(weights=state).eval()
-    images = [_images(1, 200, 150, 7)[0], _images(1, 180, 400, 8)[0]]   # 427 x 320, 230 x 512
+    images = [rectangle_images(1, 200, 150, 7)[0], rectangle_images(1, 180, 400, 8)[0]]   # 427 x 320, 230 x 512
     with torch.no_grad():
         want = reference(images)
         got = model(images)
@@ -257,7 +226,7 @@ def test_training_losses_match_torchvision(tv_frcnn):
     model = netdsl.load(FILE, network="FasterRCNN_ResNet50_FPN", **SIZES).to_torch(weights=state)
     reference.train()
     model.train()
-    images = [_images(1, 200, 260, 11)[0], _images(1, 230, 180, 12)[0]]
+    images = [rectangle_images(1, 200, 260, 11)[0], rectangle_images(1, 230, 180, 12)[0]]
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 120.0, 90.0], [150.0, 100.0, 250.0, 190.0]]),
                 "labels": torch.tensor([3, 17])},
                {"boxes": torch.tensor([[30.0, 40.0, 170.0, 200.0]]), "labels": torch.tensor([5])}]

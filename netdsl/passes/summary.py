@@ -114,8 +114,12 @@ def format_text(summary: dict, doc: str | None = None) -> str:
     rows = [("layer", "op", "output shape", "params", "MACs")]
     for layer in summary["layers"]:
         shape = layer["output_shape"]
-        shape_s = D.fmt_shape(shape) if not shape or not isinstance(shape[0], list) else \
-            "; ".join(D.fmt_shape(s) for s in shape)
+        if not shape or not isinstance(shape[0], list):
+            shape_s = D.fmt_shape(shape)
+        elif len(shape) <= 4:
+            shape_s = "; ".join(D.fmt_shape(s) for s in shape)
+        else:           # an RPNHead over five levels has ten: the table stays readable
+            shape_s = f"{D.fmt_shape(shape[0])}; … {len(shape)} outputs …; {D.fmt_shape(shape[-1])}"
         macs = layer["macs"]   # a symbolic count is unreadable in a table: see the footer
         rows.append((layer["path"], layer["op"], shape_s, _fmt_int(layer["params"]),
                      _fmt_int(macs) if isinstance(macs, int) else "?"))

@@ -10,6 +10,7 @@ minimiser's move) keeps most of them parseable.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -737,6 +738,324 @@ class Gen:
         self.tensors[dst] = self.tensors[src]
         self.features.add("param")
 
+    # ---- detection specs (issue 8)
+    # A random two-stage detector (detection_transform, 1-3 feature levels, an RPN, proposals,
+    # RoI pooling, a small box head, post-processing) and/or standalone box ops. Tracked dims
+    # are (rep, key) as elsewhere; a data-dependent dim (known at run time only) is (None, "dyn").
+    # Ties in scores make NMS order ambiguous, so every score comes from continuous random data:
+    # the transform's zero padding is narrower than the first conv's reach (no window of pure
+    # padding, whose outputs would all equal the bias), and NMS only sees boxes decoded from
+    # anchors (valid: x2 >= x1), never clipped (possibly empty) ones.
+    DYN = (None, "dyn")
+
+    def _det_conv(self, d, k, s, p):
+        if d[0] is None:
+            return self.DYN
+        rep = (d[0] + 2 * p - k) // s + 1
+        return d if (s == 1 and 2 * p == k - 1) else self._sp(d, rep, f"c{k}{s}{p}1")
+
+    def _det_anchor_args(self, scale=1):
+        sizes = sorted(self.r.sample([4, 6, 8, 12, 16, 24], self.r.randint(1, 2)))
+        ratios = self.r.sample([0.5, 1.0, 2.0, 0.25, 1.5], self.r.randint(1, 3))
+        return [s * scale for s in sizes], ratios
+
+    def _det_anchors(self, name, feature, image, sizes, ratios):
+        args = f"sizes = {sizes}" + (f", aspect_ratios = {ratios}" if ratios != [0.5, 1.0, 2.0] or self.chance(0.5) else "")
+        self.emit(f"{name} = anchors({feature}, {image}, {args})")
+
+    def _det_mean_std(self, c):
+        if c == 3 and self.chance(0.6):
+            return []
+        mean = [round(self.r.uniform(-0.5, 0.5), 3) for _ in range(c)]
+        std = [round(self.r.uniform(0.3, 2.0), 3) for _ in range(c)]
+        return [f"mean = {mean}", f"std = {std}"]
+
+    def _det_threshold(self):
+        return self.r.choice([0.3, 0.5, 0.7, round(self.r.uniform(0.1, 0.9), 2)])
+
+    def det_transform(self, x, c, reach):
+        """xt, sizes = detection_transform(x, ...); `reach`: the widest zero band the first conv
+        tolerates (size_divisible <= reach)."""
+        r = self.r
+        sd = r.randint(1, reach)
+        min_size = 0 if self.chance(0.25) else r.randint(8, 40)
+        max_size = r.randint(max(min_size, 8), max(min_size, 8) + 32)
+        args = [f"min_size = {min_size}", f"max_size = {max_size}", f"size_divisible = {sd}"] + self._det_mean_std(c)
+        self.emit(f"xt, sizes = detection_transform(x, {', '.join(args)})")
+        n, _, h, w = x
+        if min_size == 0:
+            self.features.add("det_transform_no_resize")
+            hw = tuple(d if sd == 1 else ((-(-d[0] // sd)) * sd, None if d[1] is None else f"pad{sd}({d[1]})")
+                       for d in (h, w))
+        elif h[1] is None and w[1] is None:          # static: the checker resizes as torchvision
+            scale = min(min_size / min(h[0], w[0]), max_size / max(h[0], w[0]))
+            hw = tuple(((-(-int(math.floor(d[0] * scale)) // sd)) * sd, None) for d in (h, w))
+        else:
+            hw = (self.DYN, self.DYN)
+        self.tensors["xt"] = (n, x[1], *hw)
+        self.tensors["sizes"] = (n, (4, None))
+        self.features.add("det_transform")
+
+    def det_pipeline(self, x, c):
+        """A detector on the transformed batch: levels, RPN, proposals, RoIs, head, detections."""
+        r = self.r
+        L = r.choice([1, 1, 2, 2, 3])
+        C = r.choice([8, 12, 16])
+        k = r.choice([3, 3, 5, 7])
+        p, s = k // 2, r.choice([1, 2, 2, 4])
+        self.det_transform(x, c, k - p)
+        levels, strides, prev, shape = [], [], "xt", self.tensors["xt"]
+        for l in range(L):
+            kk, ss, pp = (k, s, p) if l == 0 else (3, 2, 1)
+            act = " -> ReLU" if self.chance(0.6) else (" -> SiLU" if self.chance(0.3) else "")
+            name = f"f{l + 1}"
+            self.emit(f"{name} = {prev} -> Conv2d({C}, {kk}, stride = {ss}, padding = {pp}){act}")
+            shape = (shape[0], (C, None), self._det_conv(shape[2], kk, ss, pp), self._det_conv(shape[3], kk, ss, pp))
+            self.tensors[name] = shape
+            levels.append(name)
+            strides.append(s * 2 ** l)
+            prev = name
+        self.features.add(f"det_levels_{L}")
+        # the RPN: RPNHead (one A for every level) or plain conv heads (A per level, maybe softmax2)
+        rpnhead = self.chance(0.5)
+        softmax2 = not rpnhead and self.chance(0.4)
+        per = 2 if softmax2 else 1
+        objs, deltas, anchors = [f"o{l + 1}" for l in range(L)], [f"d{l + 1}" for l in range(L)], []
+        if rpnhead:
+            sizes, ratios = self._det_anchor_args()
+            A = len(sizes) * len(ratios)
+            depth = ", conv_depth = 2" if self.chance(0.3) else ""
+            outs = ", ".join(objs + deltas)
+            if self.chance(0.5):
+                src = levels[0] if L == 1 else f"({', '.join(levels)})"
+                self.emit(f"{outs} = {src} -> rpn: RPNHead({A}{depth})")
+            else:
+                self.emit(f"{outs} = RPNHead({', '.join(levels)}, num_anchors = {A}{depth})")
+            for l in range(L):
+                anchors.append(f"a{l + 1}")
+                self._det_anchors(anchors[-1], levels[l], "xt", [z * 2 ** l for z in sizes], ratios)
+                sh = self.tensors[levels[l]]
+                self.tensors[objs[l]] = (sh[0], (A, None), sh[2], sh[3])
+            self.features.add("det_rpnhead")
+        else:
+            for l in range(L):
+                sizes, ratios = self._det_anchor_args(2 ** l)
+                A = len(sizes) * len(ratios)
+                self.emit(f"{objs[l]} = {levels[l]} -> Conv2d({per * A}, 3, padding = 1)")
+                self.emit(f"{deltas[l]} = {levels[l]} -> Conv2d({4 * A}, 3, padding = 1)")
+                anchors.append(f"a{l + 1}")
+                self._det_anchors(anchors[-1], levels[l], "xt", sizes, ratios)
+                sh = self.tensors[levels[l]]
+                self.tensors[objs[l]] = (sh[0], (per * A, None), sh[2], sh[3])
+            self.features.add("det_conv_heads" + ("_softmax2" if softmax2 else ""))
+        args = [f"pre_nms_top_n = [{r.randint(5, 200)}, {r.randint(4, 80)}]",
+                f"post_nms_top_n = [{r.randint(5, 100)}, {r.randint(3, 40)}]"]
+        if self.chance(0.7):
+            args.append(f"nms_thresh = {self._det_threshold()}")
+        if self.chance(0.3):
+            args.append(f"score_thresh = {r.choice([0.1, 0.3, 0.5])}")
+        if self.chance(0.3):
+            args.append(f"min_size = {r.choice([0.5, 1.0, 3.0])}")
+        if self.chance(0.2):          # training-only attributes: parsed and checked, unused in eval
+            args += ["fg_iou_thresh = 0.6", "bg_iou_thresh = 0.2", "batch_size_per_image = 64",
+                     "positive_fraction = 0.4"]
+        if softmax2:
+            args.append("objectness = 'softmax2'")
+        elif self.chance(0.2):
+            args.append("objectness = 'sigmoid'")
+        self.emit(f"props, pidx = rpn_proposals({', '.join(objs + deltas + anchors)}, sizes, {', '.join(args)})")
+        self.tensors["props"], self.tensors["pidx"] = (self.DYN, (4, None)), (self.DYN,)
+        rois, ridx = "props", "pidx"
+        if self.chance(0.85):
+            extra = "" if self.chance(0.6) else \
+                ", fg_iou_thresh = 0.4, bg_iou_thresh = 0.3, batch_size_per_image = 32, positive_fraction = 0.5"
+            self.emit(f"rois, ridx = sample_rois(props, pidx{extra})")
+            rois, ridx = "rois", "ridx"
+            self.tensors[rois], self.tensors[ridx] = self.tensors["props"], self.tensors["pidx"]
+        # RoI pooling, from one level or the level mapper
+        kind = r.choice(["roi_align", "roi_pool", "multiscale"])
+        txt, osz = self._pair(1, 4)
+        l = r.randrange(L)
+        scale = 1 / strides[l]
+        if kind == "roi_align":
+            extra = f", sampling_ratio = {r.choice([-1, 0, 1, 2])}" if self.chance(0.7) else ""
+            extra += ", aligned = true" if self.chance(0.4) else ""
+            self.emit(f"pooled = roi_align({levels[l]}, {rois}, {ridx}, output_size = {txt}, spatial_scale = {scale}{extra})")
+        elif kind == "roi_pool":
+            self.emit(f"pooled = roi_pool({levels[l]}, {rois}, {ridx}, output_size = {txt}, spatial_scale = {scale})")
+        else:
+            extra = f", sampling_ratio = {r.choice([1, 2, -1])}" if self.chance(0.5) else ""
+            extra += f", canonical_scale = {r.choice([8, 16, 32, 224])}, canonical_level = {r.choice([2, 3, 4])}" \
+                if self.chance(0.7) else ""
+            self.emit(f"pooled = multiscale_roi_align({', '.join(levels)}, {rois}, {ridx}, sizes, "
+                      f"output_size = {txt}{extra})")
+        self.features.add("det_" + kind)
+        self.tensors["pooled"] = (self.DYN, (C, None), (osz[0], None), (osz[1], None))
+        K, hid = r.randint(2, 5), r.choice([16, 32])
+        self.emit(f"hh = pooled -> Flatten -> fc: Linear({hid}) -> ReLU")
+        self.emit(f"cls = hh -> cls_score: Linear({K})")
+        self.emit(f"reg = hh -> bbox_pred: Linear({4 * K})")
+        self.tensors["cls"] = (self.DYN, (K, None))
+        args = []
+        if self.chance(0.6):
+            args.append(f"score_thresh = {r.choice([0.0, 0.05, 0.1, 0.2])}")
+        if self.chance(0.6):
+            args.append(f"nms_thresh = {self._det_threshold()}")
+        if self.chance(0.8):
+            args.append(f"detections_per_img = {r.randint(1, 30)}")
+        if self.chance(0.3):
+            args.append(f"weights = {r.choice(['[1.0, 1.0, 1.0, 1.0]', '[10.0, 10.0, 5.0, 5.0]', '[2.0, 3.0, 1.5, 0.5]'])}")
+        if self.chance(0.2):
+            args.append(f"min_size = {r.choice([0.0, 0.5, 2.0])}")
+        self.emit(f"db, ds, dl, di = detect_postprocess(cls, reg, {rois}, {ridx}, sizes"
+                  + "".join(", " + a for a in args) + ")")
+        self.tensors["db"] = (self.DYN, (4, None))
+        for t in ("ds", "dl", "di"):
+            self.tensors[t] = (self.DYN,)
+        outs = ["db", "ds", "dl", "di"]
+        if self.chance(0.8):
+            self.emit("dbo = rescale_boxes(db, di, sizes)")
+            self.tensors["dbo"] = self.tensors["db"]
+            outs[0] = "dbo"
+        if self.chance(0.3):
+            outs.append(self.r.choice(["props", "pidx", "sizes", "xt", "o1", f"{rois}"]))
+        return outs
+
+    def det_box_ops(self, x, c):
+        """Standalone box ops on boxes decoded from anchors by conv outputs of x (random normal:
+        continuous scores, so NMS order is unambiguous), as tests/test_ops_parity.py's DET_CASES."""
+        r = self.r
+        k, s = r.choice([1, 3, 5]), r.choice([1, 2, 3])
+        sizes, ratios = self._det_anchor_args()
+        A = len(sizes) * len(ratios)
+        n, _, h, w = x
+        while True:     # at most ~300 boxes: among thousands of random scores two lie within rounding
+            hf, wf = (self._det_conv(d, k, s, k // 2) for d in (h, w))
+            if hf[0] * wf[0] * A <= 300 or s >= 8:
+                break
+            s += 1
+        conv = f"{k}, stride = {s}, padding = {k // 2}"
+        rows = (hf[0] * wf[0] * A, None if hf[1] is None and wf[1] is None else "rows")
+        self.emit(f"fb = x -> Conv2d({4 * A}, {conv})")
+        self._det_anchors("ab", "fb", "x", sizes, ratios)
+        self.emit("db0 = select(fb, 0, 0) -> permute(dims = [1, 2, 0]) -> reshape(shape = [-1, 4])")
+        args = []
+        if self.chance(0.4):
+            args.append(f"weights = {r.choice(['[10.0, 10.0, 5.0, 5.0]', '[2.0, 3.0, 1.5, 0.5]'])}")
+        if self.chance(0.3):
+            args.append(f"clamp = {r.choice([1.0, 2.5])}")
+        self.emit("bx = box_decode(db0, ab" + "".join(", " + a for a in args) + ")")
+        self.emit(f"sc = x -> Conv2d({A}, {conv}) -> select(0, 0) -> permute(dims = [1, 2, 0]) -> Flatten(0, 2)")
+        self.tensors["bx"], self.tensors["sc"] = (rows, (4, None)), (rows,)
+        outs = []
+        if self.chance(0.2):
+            outs.append("bx")
+        if self.chance(0.5):
+            t = f", iou_threshold = {self._det_threshold()}" if self.chance(0.7) else ""
+            self.emit(f"kn = nms(bx, sc{t})")
+            self.tensors["kn"] = (self.DYN,)
+            outs.append(self.r.choice(["kn", "kn_boxes", "kn_scores"]))
+            self.features.add("det_nms")
+        if self.chance(0.5):
+            g = r.randint(2, 4)
+            self.emit(f"gg = x -> Conv2d({A * g}, {conv}) -> select(0, 0) -> permute(dims = [1, 2, 0]) "
+                      f"-> reshape(shape = [-1, {g}])")
+            self.emit("_, gq = topk(gg, k = 1, dim = 1)")
+            self.emit("grp = select(gq, 1, 0)")
+            t = f", iou_threshold = {self._det_threshold()}" if self.chance(0.7) else ""
+            self.emit(f"kg = batched_nms(bx, sc, grp{t})")
+            self.tensors["kg"] = (self.DYN,)
+            outs.append(self.r.choice(["kg", "kg_boxes"]))
+            self.features.add("det_batched_nms")
+        if self.chance(0.4):
+            self.emit(f"ks = remove_small_boxes(bx, min_size = {r.choice([0.001, 1.0, 4.0, 10.0])})")
+            self.tensors["ks"] = (self.DYN,)
+            outs.append("ks")
+            self.features.add("det_remove_small_boxes")
+        if self.chance(0.4):
+            w = f", weights = {r.choice(['[10.0, 10.0, 5.0, 5.0]', '[0.5, 2.0, 1.0, 3.0]'])}" if self.chance(0.5) else ""
+            self.emit(f"en = box_encode(bx, ab{w})")
+            self.tensors["en"] = (rows, (4, None))
+            outs.append("en")
+            self.features.add("det_box_encode")
+        need_index = self.chance(0.7)
+        if need_index:
+            self.emit(f"nb = x -> Conv2d({A}, {conv}) -> permute(dims = [2, 3, 1, 0]) -> Flatten(0, 2)")
+            self.emit("_, bq = topk(nb, k = 1, dim = 1)")
+            self.emit("bib = select(bq, 1, 0)")
+            if "sizes" not in self.tensors:
+                self.emit(f"_, sizes = detection_transform(x, min_size = {r.randint(8, 32)}, max_size = 48"
+                          + "".join(", " + a for a in self._det_mean_std(c)) + ")")
+                self.tensors["sizes"] = (n, (4, None))
+            clipped = self.chance(0.6)
+            if clipped:
+                self.emit("cl = clip_boxes(bx, bib, sizes)")
+                self.tensors["cl"] = self.tensors["bx"]
+                outs.append("cl")
+                self.features.add("det_clip_boxes")
+            if self.chance(0.4):
+                self.emit("rs = rescale_boxes(bx, bib, sizes)")
+                self.tensors["rs"] = self.tensors["bx"]
+                outs.append("rs")
+                self.features.add("det_rescale_boxes")
+            if self.chance(0.5):
+                # huge unclipped boxes with an adaptive sampling ratio would take minutes
+                src = r.choice(["x", "fb"])
+                scale = 1.0 if src == "x" else r.choice([0.5, 1 / s])
+                txt, osz = self._pair(1, 3)
+                if self.chance(0.5):
+                    sr = r.choice([-1, 0, 2]) if clipped else r.choice([1, 2])
+                    al = ", aligned = true" if self.chance(0.4) else ""
+                    self.emit(f"rb = roi_align({src}, {'cl' if clipped else 'bx'}, bib, output_size = {txt}, "
+                              f"spatial_scale = {scale}, sampling_ratio = {sr}{al})")
+                    self.features.add("det_box_roi_align")
+                else:
+                    self.emit(f"rb = roi_pool({src}, {'cl' if clipped else 'bx'}, bib, output_size = {txt}, "
+                              f"spatial_scale = {scale})")
+                    self.features.add("det_box_roi_pool")
+                ch = c if src == "x" else 4 * A
+                self.tensors["rb"] = (rows, (ch, None), (osz[0], None), (osz[1], None))
+                outs.append("rb")
+        for o in outs:                  # kept indices used: the kept boxes or scores
+            if o.endswith(("_boxes", "_scores")):
+                keep, what = o.split("_")
+                self.emit(f"{o} = take({'bx' if what == 'boxes' else 'sc'}, {keep})")
+                self.tensors[o] = (self.DYN,) + self.tensors["bx" if what == "boxes" else "sc"][1:]
+        return outs or ["bx"]
+
+    def det_spec(self) -> Spec:
+        r = self.r
+        self.emit("network Det {", 0)
+        c = r.choice([3, 3, 3, 1, 2])
+        sym = self.chance(0.75)
+        h, w = r.randint(12, 40), r.randint(12, 40)
+        if sym:
+            self.symbols.update(H=h, W=w)
+            hd, wd = ("H", (h, "H")), ("W", (w, "W"))
+        else:
+            hd, wd = (str(h), (h, None)), (str(w), (w, None))
+        n = ("N", (2, "N")) if self.chance(0.8) else ("2", (2, None))
+        if n[0] == "N":
+            self.symbols["N"] = 2
+        self.emit(f"input x: f32[{n[0]}, {c}, {hd[0]}, {wd[0]}]")
+        x = self.tensors["x"] = (n[1], (c, None), hd[1], wd[1])
+        self.features.update(["det", "input_det_" + ("sym" if sym else "fixed")])
+        outs = []
+        pipeline = self.chance(0.7)
+        if pipeline:
+            self.features.add("det_pipeline")
+            outs += self.det_pipeline(x, c)
+        if not pipeline or self.chance(0.4):
+            self.features.add("det_box_ops")
+            outs += self.det_box_ops(x, c)
+        shapes = {}
+        for i, src in enumerate(dict.fromkeys(outs)):
+            name = "y" if i == 0 else f"out{i}"
+            shapes[name] = tuple(rep for rep, _ in self.tensors[src])
+            self.emit(f"output {name} = {src}")
+        self.emit("}", 0)
+        return Spec("\n".join(self.lines) + "\n", dict(self.symbols), tuple(sorted(self.features)), shapes)
+
     # ---- a whole spec
     def inputs(self):
         kind = self.r.choice(["img", "img", "img", "img", "seq", "tokens", "vec"])
@@ -809,8 +1128,13 @@ class Gen:
         return Spec("\n".join(self.lines) + "\n", dict(self.symbols), tuple(sorted(self.features)), shapes)
 
 
+DET_P = 0.12       # share of seeds that write a detector (drawn apart, so the others' specs stay as they were)
+
+
 def generate(seed: int) -> Spec:
     """The spec for one seed (deterministic)."""
+    if random.Random(f"det-{seed}").random() < DET_P:
+        return Gen(random.Random(seed)).det_spec()
     return Gen(random.Random(seed)).spec()
 
 

@@ -5,9 +5,11 @@ Semantics are torchvision 0.29's eval path (RegionProposalNetwork.filter_proposa
 RoIHeads.postprocess_detections) with flat, image-major outputs: boxes [R, 4] plus
 batch_index [R]. N, H and W are symbolic: every count is computed at run time.
 
-Per-group NMS is exact: ONNX NonMaxSuppression runs independently per (batch, class) pair, so
-the groups are put on those two axes (scores of the other groups masked below its score
-threshold) instead of torchvision's coordinate offsets. Masked entries get the score -1 and the
+Per-group NMS: ONNX NonMaxSuppression runs independently per (batch, class) pair, so the groups
+are put on those two axes (scores of the other groups masked below its score threshold). The
+boxes are still shifted as torchvision's batched_nms shifts them (group * (max coordinate + 1),
+up to 4000 coordinates per image, else not): the IoU of shifted float32 boxes can round to the
+other side of the threshold, and the results must be torchvision's. Masked entries get the score -1 and the
 NMS score threshold is -0.5 (onnxruntime keeps scores strictly above it); every real score is a
 probability in [0, 1], so none is lost. The IoU threshold is compared as torchvision does
 (detection.iou_below). Each (image, group) NMS stops after as many boxes as an image keeps in
@@ -27,8 +29,8 @@ import math
 
 import numpy as np
 
-from .builder import INT64, OnnxBuilder, reduce
-from .detection import clip, column, count, decode, iou_below
+from .builder import FLOAT, INT64, OnnxBuilder, reduce
+from .detection import BATCHED_NMS_SWITCH, clip, column, count, decode, f32, iou_below
 from .emitters import emitter
 
 _MASKED = -1.0          # score of an entry NMS must not see
@@ -71,6 +73,26 @@ def _nms(b: OnnxBuilder, boxes: str, scores: str, cap, iou: float) -> str:
                                        b.const(np.array([iou_below(iou)], np.float32), "iou"),
                                        b.const(np.array([_NMS_SCORE_MIN], np.float32), "nms_min")],
                  "selected", center_point_box=0)
+
+
+def _max_per_row(b: OnnxBuilder, x: str, width: int | None = None) -> str:
+    """[A, ...] float (non-negative where it matters) -> [A]: the max of each row, 0 for an empty
+    row (a zero column padded on, so that an empty row or an empty A never reduces nothing)."""
+    flat = b.add("Reshape", [x, b.ints([-1, width] if width else [0, -1])], "rows_flat")
+    padded = b.add("Pad", [flat, b.ints([0, 0, 0, 1])], "rows_padded")
+    return reduce(b, "ReduceMax", padded, [1], keepdims=0)
+
+
+def _group_shift(b: OnnxBuilder, coords_max: str, n_valid: str) -> str:
+    """[N] float: per image, the step torchvision's batched_nms offsets each group by (group *
+    step; step = max coordinate + 1, in float32) where it uses the coordinate trick (at most
+    BATCHED_NMS_SWITCH box coordinates on CPU), else 0: one NMS per group, which is what the
+    NMS on the class axis does anyway. The shifted IoU can round to the other side of the
+    threshold than the plain one, so the shift is kept for equal results."""
+    step = b.add("Add", [coords_max, f32(b, 1.0, "one")], "group_step")
+    trick = b.add("LessOrEqual", [b.add("Mul", [n_valid, b.ints(4)], "n_coords"), b.ints(BATCHED_NMS_SWITCH)],
+                  "coordinate_trick")
+    return b.add("Where", [trick, step, f32(b, 0.0, "zero")], "group_shift")
 
 
 def _sort_perm(b: OnnxBuilder, key: str, largest: int) -> str:
@@ -170,7 +192,16 @@ def _rpn_proposals(b: OnnxBuilder, node, ins, outs):
     mask = b.add("And", [b.add("Unsqueeze", [valid, b.ints([1])], "valid_n1m"), in_level], "nms_mask")
     nms_scores = b.add("Where", [mask, b.add("Unsqueeze", [scores, b.ints([1])], "scores_n1m"),
                                  b.const(np.float32(_MASKED), "masked")], "nms_scores")
-    sel = _nms(b, boxes, nms_scores, post_n, float(a["nms_thresh"]))
+    # torchvision's coordinate trick: level l's boxes + l * (max coordinate of the image's valid
+    # candidates + 1) (clipped boxes are >= 0, so masked ones count as 0)
+    coords = b.add("Where", [b.add("Unsqueeze", [valid, b.ints([2])], "valid_nm1"), boxes, f32(b, 0.0, "zero")],
+                   "valid_coords")
+    shift = _group_shift(b, _max_per_row(b, coords),
+                         reduce(b, "ReduceSum", b.add("Cast", [valid], "valid_i", to=INT64), [1], keepdims=0))
+    offsets = b.add("Mul", [b.add("Unsqueeze", [b.add("Cast", [levels], "levels_f", to=FLOAT), b.ints([0])], "levels_1m"),
+                            b.add("Unsqueeze", [shift, b.ints([1])], "shift_n1")], "level_offsets")      # [N, M]
+    shifted = b.add("Add", [boxes, b.add("Unsqueeze", [offsets, b.ints([2])], "offsets_nm1")], "boxes_for_nms")
+    sel = _nms(b, shifted, nms_scores, post_n, float(a["nms_thresh"]))
     img, cand = column(b, sel, 0, "sel_img"), column(b, sel, 2, "sel_box")
     pairs = b.add("Concat", [b.add("Unsqueeze", [img, b.ints([1])], "img_c"),
                              b.add("Unsqueeze", [cand, b.ints([1])], "cand_c")], "img_cand", axis=1)
@@ -221,7 +252,23 @@ def _detect_postprocess(b: OnnxBuilder, node, ins, outs):
     nms_scores = b.add("Where", [mask, b.add("Unsqueeze", [b.add("Transpose", [scores], "scores_t", perm=[1, 0]),
                                                            b.ints([1])], "scores_c1r"),
                                  b.const(np.float32(_MASKED), "masked")], "nms_scores")
-    sel = _nms(b, boxes_t, nms_scores, top, float(a["nms_thresh"]))
+    # torchvision's coordinate trick per image: class c's boxes + c * (max coordinate of the
+    # image's valid candidates + 1) (clipped boxes are >= 0, so masked ones count as 0)
+    coords = b.add("Where", [b.add("Unsqueeze", [valid, b.ints([2])], "valid_rc1"), boxes, f32(b, 0.0, "zero")],
+                   "valid_coords")
+    row_max = _max_per_row(b, coords, 4 * (n_classes - 1))                                 # [R]
+    own_max = b.add("Where", [own, b.add("Unsqueeze", [row_max, b.ints([0])], "row_max_1r"), f32(b, 0.0, "zero")],
+                    "own_max")                                                          # [N, R]
+    row_valid = reduce(b, "ReduceSum", b.add("Cast", [valid], "valid_i", to=INT64), [1], keepdims=0)   # [R]
+    own_valid = b.add("Where", [own, b.add("Unsqueeze", [row_valid, b.ints([0])], "row_valid_1r"),
+                                b.const(np.int64(0), "zero_i")], "own_valid")
+    shift = _group_shift(b, _max_per_row(b, own_max),
+                         reduce(b, "ReduceSum", own_valid, [1], keepdims=0))                # [N]
+    labels = b.const(np.arange(1, n_classes, dtype=np.float32).reshape(-1, 1), "labels_f")  # [C-1, 1]
+    offsets = b.add("Mul", [labels, b.add("Unsqueeze", [b.add("Gather", [shift, batch_index], "row_shift", axis=0),
+                                                       b.ints([0])], "row_shift_1r")], "class_offsets")  # [C-1, R]
+    shifted = b.add("Add", [boxes_t, b.add("Unsqueeze", [offsets, b.ints([2])], "offsets_cr1")], "boxes_for_nms")
+    sel = _nms(b, shifted, nms_scores, top, float(a["nms_thresh"]))
     cls, img, row = (column(b, sel, i, h) for i, h in enumerate(("sel_class", "sel_img", "sel_row")))
     rc = b.add("Concat", [b.add("Unsqueeze", [row, b.ints([1])], "row_c"),
                           b.add("Unsqueeze", [cls, b.ints([1])], "cls_c")], "row_cls", axis=1)

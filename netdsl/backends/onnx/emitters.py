@@ -434,8 +434,24 @@ def _resize(b, node, ins, outs):
         b.add("Resize", [x, "", b.const(np.array([1, 1, *scale], np.float32), "scales")], outs,
               mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
         return
+    ks = [_exact_multiple(node.inputs[0].shape[i], node.outputs[0].shape[i]) for i in (2, 3)]
+    if scale is None and all(k and not k & (k - 1) for k in ks):
+        # like= a tensor whose sizes are provably k times the input's (an FPN's top-down path), k a
+        # power of two: torch reads floor(j / k) (its float32 ratio L / out is exact), as ONNX's
+        # nearest Resize by scales k does; a Resize runs as one NCHWc Upsample, not two Gathers
+        b.add("Resize", [x, "", b.const(np.array([1, 1, *ks], np.float32), "scales")], outs,
+              mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return
     rows = b.add("Gather", [x, _nearest_index(b, node, ins, 2)], "rows", axis=2)
     b.add("Gather", [rows, _nearest_index(b, node, ins, 3)], outs, axis=3)
+
+
+def _exact_multiple(length, out, most: int = 8):
+    """k when `out` is k * `length` for every input size (1 <= k <= most), else None."""
+    for k in range(1, most + 1):
+        if D.same(out, D.mul(length, k)) is True:
+            return k
+    return None
 
 
 def _linear_resize_merged(b, node, ins, outs, kw: dict, scale=None):

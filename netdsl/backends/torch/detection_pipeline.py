@@ -147,6 +147,11 @@ def det_transform(det, images, min_size=800, max_size=1333, mean=(0.485, 0.456, 
                 # number from torch's generator even then; drawn too, so that streams agree
                 int(torch.empty(1).uniform_(0.0, 1.0).item())
             scale = min(min_size / min(h, w), max_size / max(h, w))
+            if math.floor(h * scale) < 1 or math.floor(w * scale) < 1:
+                raise ValueError(f"detection_transform: image {i} ({h}x{w}) would be resized to "
+                                 f"{math.floor(h * scale)}x{math.floor(w * scale)} (short side "
+                                 f"{min_size}, long side at most {max_size}): its aspect ratio is "
+                                 "too extreme for the detector")
             img = F.interpolate(img[None], size=None, scale_factor=scale, mode="bilinear",
                                 recompute_scale_factor=True, align_corners=False)[0]
         nh, nw = int(img.shape[-2]), int(img.shape[-1])

@@ -75,9 +75,23 @@ def _infer_transform(a, shapes, ctx):
     s = a["size_divisible"]
     if a["min_size"] == 0:          # no resize: only the padding to a multiple of s
         h, w = (D.mul(D.ceildiv(d, s), s) for d in x[2:])
+    elif D.is_static(x[2]) and D.is_static(x[3]):
+        h, w = (D.mul(D.ceildiv(d, s), s) for d in resized_size(int(x[2]), int(x[3]), a, ctx))
     else:
         h, w = D.mul(ctx.dynamic("Hb"), s), D.mul(ctx.dynamic("Wb"), s)
     return [(x[0], x[1], h, w), (x[0], 4)]
+
+
+def resized_size(h: int, w: int, a, ctx) -> tuple:
+    """The size torchvision resizes an h x w image to (before padding): floor(side * scale) in
+    double precision, as F.interpolate(scale_factor=scale, recompute_scale_factor=True) sizes it."""
+    scale = min(a["min_size"] / min(h, w), a["max_size"] / max(h, w))
+    out = (math.floor(h * scale), math.floor(w * scale))
+    if min(out) < 1:
+        ctx.fail(f"an image of {h}x{w} would be resized to {out[0]}x{out[1]} (short side "
+                 f"{a['min_size']}, long side at most {a['max_size']}): its aspect ratio is too "
+                 f"extreme for the detector")
+    return out
 
 
 register(OpSpec(
@@ -312,7 +326,7 @@ def _rpn_head_macs(a, shapes, outs):
     per_pixel = c * c * 9 * a["conv_depth"] + c * 5 * A
     total = 0
     for s in shapes:
-        total = D.add(total, D.mul(D.mul(D.mul(s[0], s[2]), s[3]), per_pixel))
+        total = D.add(total, D.mul(D.mul(s[2], s[3]), per_pixel))     # per sample, as every op
     return total
 
 
