@@ -130,3 +130,45 @@ def test_transposed_conv_keeps_a_dilation_that_allows_its_output_padding():
     torch.manual_seed(0)
     y = net.to_torch()(torch.randn(2, 3, 5, 6))
     assert tuple(y.shape) == (2, 4, 6, 7)
+
+
+RESIDUAL = """network Res {
+    input x: f32[N, 4, H, W]
+    h = x -> Conv2d(4, 3, padding = 1) -> BatchNorm2d
+    body = x -> Conv2d(4, 3, padding = 1) -> BatchNorm2d -> Identity
+    y = (body + (x -> Conv2d(4, 1))) -> ReLU
+    z = (h -> Conv2d(4, 1)) + h
+    output out = y + z
+}
+"""
+
+
+def test_residual_add_overwrites_a_dead_operand_as_torchvision_does():
+    """`body + short`, where body is a BatchNorm's output (through an Identity) read nowhere
+    else, is `body.add_(short)` (torchvision's `out += identity`); so is `conv(h) + h`, which
+    overwrites conv(h), never h (read twice); `y + z` is not (y is a ReLU's output). Forward and
+    every gradient equal those of the out-of-place source."""
+    import torch
+    net = netdsl.loads(RESIDUAL)
+    src = net.torch_source()
+    assert src.count(".add_(") == 2, src          # body + short, and conv(h) + h
+    assert "body.add_(" in src and " y.add_(" not in src and "out = y + z" in src, src
+    plain = src.replace(".add_(", ".__add__(")
+    mods = []
+    for text in (src, plain):
+        ns: dict = {}
+        exec(compile(text, "<res>", "exec"), ns)
+        mods.append(ns["Res"]())
+    mods[1].load_state_dict(mods[0].state_dict())
+    x = torch.randn(2, 4, 5, 6)
+    outs, grads = [], []
+    for m in mods:
+        m.train()
+        xi = x.clone().requires_grad_()
+        out = m(xi)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([xi.grad] + [p.grad for p in m.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()

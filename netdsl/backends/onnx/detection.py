@@ -370,8 +370,10 @@ def _multiscale_roi_align(b, node, ins, outs):
     """torchvision's MultiScaleRoIAlign. Level l's scale is 2 ** round(log2(H_l / max resized h))
     (read at run time); boxes are multiplied by it before RoiAlign (spatial_scale 1): exact, a
     power of two. Level of each box: floor(canonical_level + log2(sqrt(area) / canonical_scale)
-    + 1e-6) clamped to the levels' range; per level NonZero -> Gather -> RoiAlign -> ScatterND into
-    the [R, C, oh, ow] result."""
+    + 1e-6) clamped to the levels' range; per level NonZero -> Gather -> RoiAlign, then the levels'
+    results concatenated and put back in box order by one Gather with the inverse of the
+    concatenated indices (an argsort of that permutation): two copies of the pooled features,
+    where a ScatterND per level copied the whole result each time."""
     need_opset(b, node)
     a = node.attrs
     *feats, boxes, batch_index, image_sizes = ins
@@ -401,17 +403,18 @@ def _multiscale_roi_align(b, node, ins, outs):
     lvl = b.add("Floor", [b.add("Add", [lvl, f32(b, 1e-6, "eps")], "lvl_eps")], "lvl_floor")
     lvl = b.add("Min", [b.add("Max", [lvl, k_min], "lvl_lo"), k_max], "lvl_clamped")
     levels = b.add("Cast", [b.add("Sub", [lvl, k_min], "lvl_rel")], "levels", to=INT64)        # [R]
-    shape = b.add("Concat", [count(b, boxes, 0, "rows"), b.shape_dims(feats[0], 1, 2, "channels"),
-                             b.ints([oh, ow])], "result_shape", axis=0)
-    result = b.add("ConstantOfShape", [shape], "pooled0", value=helper.make_tensor("v", FLOAT, [1], [0.0]))
+    idxs, pooled = [], []
     for i, f in enumerate(feats):
         idx = _flat_nonzero(b, b.add("Equal", [levels, b.ints(i)], f"at_level{i}"), f"idx{i}")
         rois = b.add("Mul", [take(b, boxes, idx, f"boxes{i}"), scales[i]], f"rois{i}")
-        pooled = roi_align(b, f, rois, take(b, batch_index, idx, f"bi{i}"), (oh, ow), 1.0, a["sampling_ratio"],
-                           False, f"pooled_level{i}")
-        last = i == len(feats) - 1
-        result = b.add("ScatterND", [result, b.add("Unsqueeze", [idx, b.ints([1])], f"idx{i}_col"), pooled],
-                       outs if last else f"pooled{i + 1}")
+        pooled.append(roi_align(b, f, rois, take(b, batch_index, idx, f"bi{i}"), (oh, ow), 1.0,
+                                a["sampling_ratio"], False, f"pooled_level{i}"))
+        idxs.append(idx)
+    order = b.add("Concat", idxs, "level_order", axis=0)            # [R]: a permutation of the boxes
+    _, back = b.add("TopK", [order, count(b, boxes, 0, "rows")], [b.fresh("order_sorted"), b.fresh("box_order")], axis=0,
+                    largest=0, sorted=1)
+    by_level = b.add("Concat", pooled, "pooled_by_level", axis=0)
+    b.add("Gather", [by_level, back], outs, axis=0)
 
 
 @emitter("RPNHead")

@@ -55,11 +55,25 @@ def _uses(graph: Graph):
 
 
 def _may_overwrite(n, uses, graph: Graph) -> bool:
-    """Whether node n may compute in place on its single input."""
-    (v,) = n.inputs if len(n.inputs) == 1 else (None,)
-    if v is None or v.producer is None or v.producer.op not in _OVERWRITABLE_AFTER:
+    """Whether node n may compute in place on its (first) input: its single input, or the first
+    operand of an `add` that has the output's shape (a residual's `out += identity`, as
+    torchvision's blocks do; the other operand may be anything but the same tensor)."""
+    if n.op == "add" and len(n.inputs) == 2:
+        v = n.inputs[0]
+        if v is n.inputs[1] or len(v.shape) != len(n.outputs[0].shape) or not all(
+                D.same(p, q) is True for p, q in zip(v.shape, n.outputs[0].shape)):
+            return False
+    else:
+        (v,) = n.inputs if len(n.inputs) == 1 else (None,)
+    if v is None:
         return False
-    return uses.get(id(v)) == 1 and all(v is not o for _, o in graph.outputs)
+    outputs = [o for _, o in graph.outputs]
+    while True:         # an Identity (a block's `post`) names the same tensor again
+        if uses.get(id(v)) != 1 or any(v is o for o in outputs) or v.producer is None:
+            return False
+        if v.producer.op != "Identity":
+            return v.producer.op in _OVERWRITABLE_AFTER
+        v = v.producer.inputs[0]
 
 
 def _forward_body(graph: Graph, local: dict, refs: dict) -> list:

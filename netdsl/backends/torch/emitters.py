@@ -177,7 +177,8 @@ EMITTERS["LPPool2d"] = TorchEmitter(_lp_call)
 
 
 # ---- tensor functions ----------------------------------------------------------------------
-EMITTERS["add"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} + {ins[1]}")
+EMITTERS["add"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} + {ins[1]}",
+                               inplace=lambda n, ins, m: f"{ins[0]}.add_({ins[1]})")
 EMITTERS["mul"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} * {ins[1]}")
 EMITTERS["concat"] = TorchEmitter(lambda n, ins, m: f"torch.cat([{', '.join(ins)}], dim={n.attrs['dim']})")
 EMITTERS["center_crop"] = TorchEmitter(lambda n, ins, m: f"center_crop({ins[0]}, {ins[1]})",
