@@ -28,6 +28,31 @@ from .values import (BUILTINS, DTYPES, INSTANCE_STEPS, MAX_DEPTH, MAX_DIM, MAX_R
                      _Return)
 
 
+# ops that move elements without computing with them: any element type (int64 indices too)
+_ANY_DTYPE = frozenset({"Identity", "select", "reshape", "permute", "transpose", "Flatten", "concat", "expand",
+                        "crop", "center_crop"})
+
+
+def _check_dtypes(spec: OpSpec, inputs: list, span, frame):
+    """An op that computes in float refuses an int64 tensor (indices from topk, nms, ...), as a
+    located error rather than a torch dtype error or an ONNX model that does not type-check. Ops
+    with a dtypes rule or their own input checks (take, the detection ops) judge their inputs."""
+    if spec.dtypes is not None or spec.check_inputs is not None:
+        return
+    op = spec.name
+    if op in _ANY_DTYPE:
+        kinds = list(dict.fromkeys(v.dtype for v in inputs))
+        if len(kinds) > 1:
+            raise TypeMismatchError(f"{op}: its input tensors have different element types "
+                                    f"({', '.join(kinds)})", span, frame.trace)
+        return
+    for i, v in enumerate(inputs):
+        if v.dtype != "float32":
+            raise TypeMismatchError(f"{op}: input {i + 1} is an {v.dtype} tensor (indices, as topk's or "
+                                    f"nms's are); {op} computes on float32 tensors (take(x, indices) selects "
+                                    f"rows by index)", span, frame.trace)
+
+
 class Elaborator(ExpressionEvaluator):
     def __init__(self, program: Program):
         self.program = program
@@ -548,6 +573,7 @@ class Elaborator(ExpressionEvaluator):
         if known is None:
             self._check_attrs(spec, attrs, span, frame)
         self._check_inputs(spec, inputs, span, frame)
+        _check_dtypes(spec, inputs[:len(inputs) - len(extra_inputs)], span, frame)
         if known is not None:
             attrs, outs, params, macs = known
             attrs, params = dict(attrs), dict(params)

@@ -213,9 +213,10 @@ def _randomised_weights(net, seed: int) -> dict:
             w[k] = rng.uniform(0.5, 1.5, v.shape).astype(v.dtype)
     for node in net.graph.nodes:
         if node.op == "RPNHead":    # torchvision's N(0, 0.01) weights: objectness so nearly constant
-            for name in node.params:    # that scores tie within rounding, and NMS order is moot
-                if name.endswith("weight"):
-                    w[f"{node.path}.{name}"] = w[f"{node.path}.{name}"] * np.float32(30)
+            for name in node.params:    # that scores tie within rounding, and NMS order is moot;
+                if name.endswith("weight"):     # N(0, 1 / fan_in) keeps every layer's scale, so the
+                    v = w[f"{node.path}.{name}"]    # logits neither tie nor saturate the sigmoid
+                    w[f"{node.path}.{name}"] = v * np.float32(100 / np.sqrt(np.prod(v.shape[1:])))
     return w
 
 

@@ -155,6 +155,8 @@ def generate_source(graph: Graph) -> str:
         body = [f"{detection.CONTEXT} = DetContext(self.training, targets)"]
     else:
         body = size_guards(graph, [local[id(v)] for v in graph.inputs])  # input sizes the checker admits
+        if detection.needs_context(graph):      # proposal / RoI ops without a transform: no targets
+            body.append(f"{detection.CONTEXT} = DetContext(self.training, None)")
     body += _forward_body(graph, local, refs)
     outs = [local[id(v)] for _, v in graph.outputs]
     ret = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"

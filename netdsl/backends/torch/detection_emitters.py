@@ -51,8 +51,13 @@ def _call(fn, attrs=(), context=False, lists=()):
     return call
 
 
+CONTEXT_OPS: set = set()    # the ops whose call takes `det`
+
+
 def _emit(op, fn, attrs=(), context=False, lists=()):
     EMITTERS[op] = TorchEmitter(_call(fn, attrs, context, lists), helpers=RUNTIME)
+    if context:
+        CONTEXT_OPS.add(op)
 
 
 _emit("detection_transform", "det_transform", ("min_size", "max_size", "mean", "std", "size_divisible"),
@@ -90,6 +95,12 @@ EMITTERS["RPNHead"] = TorchEmitter(lambda n, ins, m: f"{m}({', '.join(ins)})", _
 def is_detector(graph) -> bool:
     """Whether forward() takes (images, targets=None) and keeps a detection context."""
     return any(n.op == "detection_transform" for n in graph.nodes)
+
+
+def needs_context(graph) -> bool:
+    """Whether forward() calls an op that takes the detection context (rpn_proposals,
+    sample_rois, ... may run without a detection_transform: then eval-style, no targets)."""
+    return any(n.op in CONTEXT_OPS for n in graph.nodes)
 
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "batch_index")

@@ -222,7 +222,12 @@ def det_rpn_proposals(det, logits, deltas, anchors, image_sizes, *,
                          f"got {kind!r}")
     n = int(image_sizes.shape[0])
     flat_logits, codes, per_level = [], [], []
-    for o, d in zip(logits, deltas):
+    for level, (o, d) in enumerate(zip(logits, deltas)):
+        if o.shape[0] != d.shape[0] or o.shape[-2:] != d.shape[-2:]:
+            # (their sizes are data-dependent after the transform: the compiler cannot compare them)
+            raise ValueError(f"rpn_proposals: objectness map {level} is {list(o.shape)} but delta map "
+                             f"{level} is {list(d.shape)}: each level's maps need the same batch, height "
+                             "and width")
         a = d.shape[1] // 4
         if kind == "softmax2":
             o = o[:, a:] - o[:, :a]        # log-odds of the two-way softmax

@@ -264,9 +264,10 @@ register(OpSpec(
 
 
 def _infer_msroi(a, shapes, ctx):
+    if len(shapes) < 4:
+        ctx.fail(f"takes one or more feature maps, then boxes, batch_index and image_sizes; got "
+                 f"{len(shapes)} tensor{'s' if len(shapes) != 1 else ''}")
     *features, boxes, index, sizes = shapes
-    if not features:
-        ctx.fail("takes one or more feature maps, then boxes, batch_index and image_sizes")
     rows = _boxes(ctx, boxes)
     _vector(ctx, index, rows, "batch_index")
     _image_sizes(ctx, sizes)
@@ -350,6 +351,15 @@ def _pair(a, ctx, name):
     a[name] = v
 
 
+def _per_location(count, hw):
+    """k where `count` is provably k * `hw` (k a positive int), else None."""
+    env = {name: 7 for name in D.symbols(count) | D.symbols(hw)}
+    c, h = int(D.evaluate(count, env)), int(D.evaluate(hw, env))
+    if h <= 0 or c < h or c % h:
+        return None
+    return c // h if D.same(count, D.mul(hw, c // h)) is True else None
+
+
 def _resolve_rpn(a, shapes, ctx):
     for name in ("pre_nms_top_n", "post_nms_top_n"):
         _pair(a, ctx, name)
@@ -383,6 +393,12 @@ def _infer_rpn(a, shapes, ctx):
                                        f"{D.fmt_shape(o)}")
         ctx.require_eq(o[0], n, f"objectness map {i} has batch {D.fmt(o[0])}, image_sizes has {D.fmt(n)}")
         _boxes(ctx, an, f"anchors {i}")
+        # the maps' sizes after a detection_transform are data-dependent, so the requirement below
+        # is dropped; a different count of anchors per location is still provably wrong
+        per_loc = _per_location(an[0], D.mul(o[2], o[3]))
+        if per_loc is not None and per_loc != A:
+            ctx.fail(f"anchor set {i} has {per_loc} anchors per location, objectness map {i} has "
+                     f"{A} (num_anchors = len(sizes) * len(aspect_ratios))")
         ctx.require_eq(an[0], D.mul(D.mul(o[2], o[3]), A),
                        f"anchor set {i} has {D.fmt(an[0])} anchors; its map {D.fmt_shape(o)} needs "
                        f"H * W * {A}")

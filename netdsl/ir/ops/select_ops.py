@@ -28,8 +28,8 @@ def _infer_topk(a, shapes, ctx):
     size = x[d]
     if D.is_static(size):
         kept = min(k, int(size))
-    elif k == 1:
-        kept = 1                  # every size is at least 1
+    elif k == 1 and not D.is_dynamic(size):
+        kept = 1                  # every input size is at least 1 (a data-dependent one may be 0)
     else:
         kept = ctx.dynamic("K", bound=k)     # min(k, size): known when the size is
     out = tuple(kept if i == d else s for i, s in enumerate(x))
