@@ -322,6 +322,16 @@ def det__ops_segments(sizes):
     return seg, torch.arange(total, device=sizes.device) - starts[seg]
 
 
+def det__ops_roi_inputs(features, boxes, batch_index, spatial_scale):
+    """The boxes (detached: torchvision gives them no gradient) and batch indices on the
+    features' device and dtype, and the scale as a tensor of that dtype (products rounded as the
+    kernel rounds them)."""
+    dtype, device = features.dtype, features.device
+    rois = boxes.detach().to(device=device, dtype=dtype)
+    bidx = batch_index.to(device=device, dtype=torch.int64)
+    return rois, bidx, torch.tensor(float(spatial_scale), dtype=dtype, device=device)
+
+
 def det__ops_roi_align(features, boxes, batch_index, output_size, spatial_scale,
                        sampling_ratio, aligned):
     """Pure-torch roi_align following torchvision's CPU kernel (see the module docstring)."""
@@ -331,9 +341,7 @@ def det__ops_roi_align(features, boxes, batch_index, output_size, spatial_scale,
     dtype, device = features.dtype, features.device
     if k == 0 or c == 0 or oh == 0 or ow == 0:
         return features.new_zeros((k, c, oh, ow))
-    rois = boxes.detach().to(device=device, dtype=dtype)
-    bidx = batch_index.to(device=device, dtype=torch.int64)
-    scale = torch.tensor(float(spatial_scale), dtype=dtype, device=device)
+    rois, bidx, scale = det__ops_roi_inputs(features, boxes, batch_index, spatial_scale)
     offset = 0.5 if aligned else 0.0
     start_w = rois[:, 0] * scale - offset
     start_h = rois[:, 1] * scale - offset
@@ -423,9 +431,7 @@ def det__ops_roi_pool(features, boxes, batch_index, output_size, spatial_scale):
     dtype, device = features.dtype, features.device
     if k == 0 or c == 0 or oh == 0 or ow == 0:
         return features.new_zeros((k, c, oh, ow))
-    rois = boxes.detach().to(device=device, dtype=dtype)
-    bidx = batch_index.to(device=device, dtype=torch.int64)
-    scale = torch.tensor(float(spatial_scale), dtype=dtype, device=device)
+    rois, bidx, scale = det__ops_roi_inputs(features, boxes, batch_index, spatial_scale)
     start_w = det__ops_round(rois[:, 0] * scale)
     start_h = det__ops_round(rois[:, 1] * scale)
     end_w = det__ops_round(rois[:, 2] * scale)
