@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "tests"))
 from compile_speed import best  # noqa: E402  (this script's directory is on sys.path)
 from parity_util import make_detector_detect, rectangle_images  # noqa: E402
-from segmentation import interleaved_medians  # noqa: E402
+from segmentation import fixed_size_options, import_reference_stack, interleaved_medians  # noqa: E402
 from torchvision_compare import onnx_op_counts, print_op_count_differences  # noqa: E402
 
 SPEC = ROOT / "examples" / "faster_rcnn.net"
@@ -62,18 +62,13 @@ def main() -> int:
         ap.error("--sizes takes pairs H W")
     sizes = list(zip(args.sizes[::2], args.sizes[1::2]))
 
-    try:
-        import onnxruntime as ort
-        import torch
-        import torchvision
-    except ImportError as e:
-        print(f"benchmarks/detection.py needs torch, torchvision and onnxruntime: {e}. "
-              "Run it with a Python that has them, e.g. /tmp/venv-tv/bin/python.", file=sys.stderr)
+    stack = import_reference_stack("detection.py")
+    if stack is None:
         return 2
+    ort, torch, torchvision = stack
     import numpy as np
 
     import netdsl
-    from netdsl.cli import _input_shapes_onnx, _session_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,10 +127,7 @@ def main() -> int:
 
         # ---- onnxruntime, then eager
         # the same file with N, H, W fixed when the session starts, as `netdsl run` does it
-        _, dim_values = _input_shapes_onnx(ours_path.read_bytes(), [("images", tuple(x.shape))], str(ours_path))
-        so_run = _session_options(ort, dim_values)
-        so_run.graph_optimization_level = so.graph_optimization_level
-        so_run.intra_op_num_threads = so.intra_op_num_threads
+        so_run = fixed_size_options(ort, ours_path, [("images", tuple(x.shape))], so)
         fixed_sess = ort.InferenceSession(str(ours_path), so_run, providers=["CPUExecutionProvider"])
         feeds_ours, feeds_tv = {"images": x.numpy()}, {"image": x[0].numpy()}
         fixed = dict(zip(["boxes", "scores", "labels", "batch_index"], fixed_sess.run(None, feeds_ours)))

@@ -73,6 +73,30 @@ def interleaved_medians(fns, runs: int, warmup: int):
             [min(t) for t in cpu])
 
 
+def import_reference_stack(script: str):
+    """(onnxruntime, torch, torchvision), or None after telling the user which Python to use."""
+    try:
+        import onnxruntime as ort
+        import torch
+        import torchvision
+    except ImportError as e:
+        print(f"benchmarks/{script} needs torch, torchvision and onnxruntime: {e}. "
+              "Run it with a Python that has them, e.g. /tmp/venv-tv/bin/python.", file=sys.stderr)
+        return None
+    return ort, torch, torchvision
+
+
+def fixed_size_options(ort, path: Path, inputs: list, so):
+    """SessionOptions with the file's symbolic input dims fixed at `inputs` ([(name, shape)]), by
+    the code `netdsl run` creates its session with, and `so`'s optimisation level and threads."""
+    from netdsl.cli import _input_shapes_onnx, _session_options
+    _, dim_values = _input_shapes_onnx(path.read_bytes(), inputs, str(path))
+    fixed = _session_options(ort, dim_values)
+    fixed.graph_optimization_level = so.graph_optimization_level
+    fixed.intra_op_num_threads = so.intra_op_num_threads
+    return fixed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
@@ -85,18 +109,13 @@ def main() -> int:
     ap.add_argument("--only", choices=[c[0] for c in CASES], action="append")
     args = ap.parse_args()
 
-    try:
-        import onnxruntime as ort
-        import torch
-        import torchvision
-    except ImportError as e:
-        print(f"benchmarks/segmentation.py needs torch, torchvision and onnxruntime: {e}. "
-              "Run it with a Python that has them, e.g. /tmp/venv-tv/bin/python.", file=sys.stderr)
+    stack = import_reference_stack("segmentation.py")
+    if stack is None:
         return 2
+    ort, torch, torchvision = stack
     import numpy as np
 
     import netdsl
-    from netdsl.cli import _input_shapes_onnx, _session_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -154,11 +173,7 @@ def main() -> int:
         # ---- agreement
         # `netdsl run`'s session: the one symbolic file, its N, H, W fixed from the input shape
         # by the code `netdsl run` uses, with this benchmark's threads
-        _, dim_values = _input_shapes_onnx(ours_path.read_bytes(), [("image", (1, 3, h, w))],
-                                           str(ours_path))
-        so_run = _session_options(ort, dim_values)
-        so_run.graph_optimization_level = so.graph_optimization_level
-        so_run.intra_op_num_threads = so.intra_op_num_threads
+        so_run = fixed_size_options(ort, ours_path, [("image", (1, 3, h, w))], so)
         sessions = [ort.InferenceSession(str(p), o, providers=["CPUExecutionProvider"])
                     for p, o in ((ours_path, so), (ours_path, so_run), (static_path, so),
                                  (tv_path, so))]
