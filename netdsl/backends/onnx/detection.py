@@ -153,14 +153,22 @@ def clip_to(b: OnnxBuilder, boxes: str, hi: str, out=None) -> str:
     return b.add("Min", [lo, hi], out or "clipped")
 
 
+def big_enough(b: OnnxBuilder, boxes: str, min_size: float) -> str:
+    """bool [...]: remove_small_boxes's keep mask of boxes [..., 4] (width and height both
+    >= min_size)."""
+    def side(i, hint):
+        lo = b.add("Gather", [boxes, b.ints(i)], hint + "_lo", axis=-1)
+        hi = b.add("Gather", [boxes, b.ints(i + 2)], hint + "_hi", axis=-1)
+        return b.add("Sub", [hi, lo], hint)
+    m = f32(b, min_size, "min_size")
+    return b.add("And", [b.add("GreaterOrEqual", [side(0, "ws"), m], "w_ok"),
+                         b.add("GreaterOrEqual", [side(1, "hs"), m], "h_ok")], "big_enough")
+
+
 def remove_small(b: OnnxBuilder, boxes: str, min_size: float, out=None) -> str:
     """torchvision's remove_small_boxes: int64 [K], the increasing indices of the boxes whose
     width and height are both >= min_size."""
-    ws = b.add("Sub", [column(b, boxes, 2, "bx2"), column(b, boxes, 0, "bx1")], "ws")
-    hs = b.add("Sub", [column(b, boxes, 3, "by2"), column(b, boxes, 1, "by1")], "hs")
-    m = f32(b, min_size, "min_size")
-    ok = b.add("And", [b.add("GreaterOrEqual", [ws, m], "w_ok"), b.add("GreaterOrEqual", [hs, m], "h_ok")], "big")
-    return _flat_nonzero(b, ok, out)
+    return _flat_nonzero(b, big_enough(b, boxes, min_size), out)
 
 
 # ---- NMS ------------------------------------------------------------------------------------------

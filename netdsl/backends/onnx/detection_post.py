@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from .builder import FLOAT, INT64, OnnxBuilder, reduce
-from .detection import BATCHED_NMS_SWITCH, clip, column, count, decode, f32, iou_below
+from .detection import BATCHED_NMS_SWITCH, big_enough, clip, column, count, decode, f32, iou_below
 from .emitters import emitter
 
 _MASKED = -1.0          # score of an entry NMS must not see
@@ -44,17 +44,6 @@ def _eval(pair):
 
 
 # ---- steps shared by both ops (the primitives are detection.py's) -----------------------------
-def _big_enough(b: OnnxBuilder, boxes: str, min_size: float) -> str:
-    """bool[...]: remove_small_boxes's keep mask (both sides >= min_size) of boxes [..., 4]."""
-    def side(i, hint):
-        lo = b.add("Gather", [boxes, b.ints(i)], hint + "_lo", axis=-1)
-        hi = b.add("Gather", [boxes, b.ints(i + 2)], hint + "_hi", axis=-1)
-        return b.add("Sub", [hi, lo], hint)
-    m = b.const(np.float32(min_size), "min_size")
-    return b.add("And", [b.add("GreaterOrEqual", [side(0, "ws"), m], "ws_ok"),
-                         b.add("GreaterOrEqual", [side(1, "hs"), m], "hs_ok")], "big_enough")
-
-
 def _arange(b: OnnxBuilder, n1: str, hint: str) -> str:
     """int64 [n]: 0 .. n-1, n given as a [1] tensor."""
     n = b.add("Squeeze", [n1, b.ints([0])], hint + "_n")
@@ -183,7 +172,7 @@ def _rpn_proposals(b: OnnxBuilder, node, ins, outs):
     boxes = clip(b, boxes, b.add("Reshape", [row_image, b.ints([-1])], "row_image_flat"), image_sizes)
     boxes = b.add("Reshape", [boxes, b.add("Concat", [n_images, b.ints([-1, 4])], "nm4", axis=0)], "proposals")
     scores = b.add("Sigmoid", [logits], "objectness_prob")
-    valid = b.add("And", [_big_enough(b, boxes, float(a["min_size"])),
+    valid = b.add("And", [big_enough(b, boxes, float(a["min_size"])),
                           b.add("GreaterOrEqual", [scores, b.const(np.float32(a["score_thresh"]), "thresh")],
                                 "score_ok")], "valid")
     # NMS: batch = image, class = level; scores [N, L, M], other levels masked
@@ -240,7 +229,7 @@ def _detect_postprocess(b: OnnxBuilder, node, ins, outs):
     scores = b.add("Slice", [probs, b.ints([1]), big, b.ints([1])], "fg_scores")     # [R, C-1]
     valid = b.add("And", [b.add("Greater", [scores, b.const(np.float32(a["score_thresh"]), "thresh")],
                                 "score_ok"),
-                          _big_enough(b, boxes, float(a["min_size"]))], "valid")
+                          big_enough(b, boxes, float(a["min_size"]))], "valid")
     # NMS: batch = class, class = image (rows of the other images masked), boxes [C-1, R, 4]
     n_images = count(b, image_sizes, 0, "n_images")
     boxes_t = b.add("Transpose", [boxes], "boxes_crc", perm=[1, 0, 2])
