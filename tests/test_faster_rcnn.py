@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import netdsl
+from parity_util import rectangle_images  # tests/ is on sys.path (no package)
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = ROOT / "examples" / "faster_rcnn.net"
@@ -170,15 +171,8 @@ def test_bad_input_is_a_clear_error():
 # ---- one ONNX file, many image sizes -------------------------------------------------------------
 
 def _images(n, h, w, seed):
-    """Bright rectangles on dim noise, [n, 3, h, w] in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, 3, h, w), dtype=np.float32) * 0.3
-    for i in range(n):
-        for _ in range(6):
-            y0, x0 = rng.integers(0, h - 20), rng.integers(0, w - 20)
-            hh, ww = rng.integers(10, h // 2), rng.integers(10, w // 2)
-            x[i, :, y0:y0 + hh, x0:x0 + ww] += rng.random((3, 1, 1), dtype=np.float32)
-    return np.clip(x, 0, 1)
+    """Bright rectangles on dim noise, [n, 3, h, w] in [0, 1], as numpy."""
+    return rectangle_images(n, h, w, seed).numpy()
 
 
 def _detecting_state(model, x, roi_head, rpn_cls, cls_score, k, background=0.0, seed=0):
