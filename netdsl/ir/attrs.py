@@ -143,3 +143,5 @@ def _check_range(op, a, out, span):
             raise ValueRangeError(f"{op}: '{a.name}' must be non-negative, got {_show(out)}", span)
         if a.check == "prob" and not 0 <= x < 1:
             raise ValueRangeError(f"{op}: '{a.name}' must be in [0, 1), got {_show(out)}", span)
+        if a.check == "unit" and not 0 <= x <= 1:
+            raise ValueRangeError(f"{op}: '{a.name}' must be in [0, 1], got {_show(out)}", span)

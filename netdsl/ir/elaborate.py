@@ -582,8 +582,7 @@ class Elaborator(ExpressionEvaluator):
             if key is not None:
                 self._shape_results[key] = (dict(attrs), outs, dict(params), macs)
         if spec.check_inputs is not None:       # not cached: it looks past the input shapes
-            spec.check_inputs(inputs, ShapeCtx(op, span, frame.trace, self.graph.constraints,
-                                               self.graph.dynamic, self._symbol_set))
+            spec.check_inputs(inputs, self._shape_ctx(op, span, frame))
         if frozen:
             params = frozen_params(op, params, span, frame.trace)
         path = frame.mscope.child(label, snake(op), span)
@@ -622,11 +621,15 @@ class Elaborator(ExpressionEvaluator):
         if spec.inputs is None and not inputs:
             raise TypeMismatchError(f"{op} needs at least one input tensor", span, frame.trace)
 
+    def _shape_ctx(self, op: str, span, frame) -> ShapeCtx:
+        """What an op's rules get: this graph's constraints and data-dependent dims."""
+        return ShapeCtx(op, span, frame.trace, self.graph.constraints, self.graph.dynamic, self._symbol_set)
+
     def _shape_rules(self, spec: OpSpec, attrs: dict, shapes: list, span, frame):
         """The op's resolved attributes, output shapes, parameters and MACs; records the
         constraints on input sizes that it needs."""
         op = spec.name
-        ctx = ShapeCtx(op, span, frame.trace, self.graph.constraints, self.graph.dynamic, self._symbol_set)
+        ctx = self._shape_ctx(op, span, frame)
         try:
             attrs = spec.resolve(dict(attrs), shapes, ctx)
             outs = spec.infer(attrs, shapes, ctx)

@@ -19,7 +19,7 @@ class AttrSpec:
     kind: str            # see netdsl.ir.attrs.coerce: int, float, bool, str, pair, pair_or_str, ...
     default: Any = REQUIRED
     choices: tuple = ()
-    check: str = ""      # "positive", "nonneg", "prob" (0 <= p < 1), "" for none
+    check: str = ""      # "positive", "nonneg", "prob" (0 <= p < 1), "unit" (0 <= x <= 1), "" for none
     doc: str = ""
     keyword_only: bool = False   # given by name only (init =, bias_init =)
 

@@ -197,8 +197,6 @@ def _infer_nms(a, shapes, ctx):
     _vector(ctx, shapes[1], rows, "scores")
     if len(shapes) == 3:
         _vector(ctx, shapes[2], rows, "groups")
-    if not 0 <= a["iou_threshold"] <= 1:
-        ctx.fail(f"iou_threshold must be in [0, 1], got {a['iou_threshold']}")
     return [(ctx.dynamic("K", bound=rows),)]
 
 
@@ -206,14 +204,14 @@ register(OpSpec(
     "nms",
     "Non-maximum suppression (torchvision.ops.nms): the indices of the boxes kept, by decreasing "
     "score; a box is dropped when its IoU with a kept, higher-scoring box is > iou_threshold.",
-    _infer_nms, (AttrSpec("iou_threshold", "float", 0.5),), inputs=2, function=True, dynamic=True,
+    _infer_nms, (AttrSpec("iou_threshold", "float", 0.5, check="unit"),), inputs=2, function=True, dynamic=True,
     dtypes=lambda a, ins: [I64]))
 
 register(OpSpec(
     "batched_nms",
     "NMS within each group (torchvision.ops.batched_nms): boxes of different groups never suppress "
     "each other; indices by decreasing score.",
-    _infer_nms, (AttrSpec("iou_threshold", "float", 0.5),), inputs=3, function=True, dynamic=True,
+    _infer_nms, (AttrSpec("iou_threshold", "float", 0.5, check="unit"),), inputs=3, function=True, dynamic=True,
     dtypes=lambda a, ins: [I64], check_inputs=_dtype_check({2: (I64, "groups")})))
 
 
@@ -363,9 +361,6 @@ def _per_location(count, hw):
 def _resolve_rpn(a, shapes, ctx):
     for name in ("pre_nms_top_n", "post_nms_top_n"):
         _pair(a, ctx, name)
-    for name in ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction"):
-        if not 0 <= a[name] <= 1:
-            ctx.fail(f"'{name}' must be in [0, 1], got {a[name]}")
     if a["bg_iou_thresh"] > a["fg_iou_thresh"]:
         ctx.fail(f"bg_iou_thresh ({a['bg_iou_thresh']}) is above fg_iou_thresh ({a['fg_iou_thresh']})")
     return a
@@ -416,13 +411,13 @@ register(OpSpec(
     _infer_rpn,
     (AttrSpec("pre_nms_top_n", "ints", (2000, 1000), check="positive"),
      AttrSpec("post_nms_top_n", "ints", (2000, 1000), check="positive"),
-     AttrSpec("nms_thresh", "float", 0.7),
+     AttrSpec("nms_thresh", "float", 0.7, check="unit"),
      AttrSpec("score_thresh", "float", 0.0),
      AttrSpec("min_size", "float", 0.001, check="nonneg"),
-     AttrSpec("fg_iou_thresh", "float", 0.7),
-     AttrSpec("bg_iou_thresh", "float", 0.3),
+     AttrSpec("fg_iou_thresh", "float", 0.7, check="unit"),
+     AttrSpec("bg_iou_thresh", "float", 0.3, check="unit"),
      AttrSpec("batch_size_per_image", "int", 256, check="positive"),
-     AttrSpec("positive_fraction", "float", 0.5),
+     AttrSpec("positive_fraction", "float", 0.5, check="unit"),
      AttrSpec("objectness", "str", "sigmoid", choices=("sigmoid", "softmax2"))),
     inputs=None, function=True, resolve=_resolve_rpn, dynamic=True, dtypes=lambda a, ins: ["float32", I64],
     check_inputs=lambda ins, ctx: _dtype_check({-1: (I64, "image_sizes")})(ins, ctx)))
@@ -431,9 +426,6 @@ register(OpSpec(
 # ---- the RoI heads -------------------------------------------------------------------------
 def _resolve_sample(a, shapes, ctx):
     _floats4(a, ctx)
-    for name in ("fg_iou_thresh", "bg_iou_thresh", "positive_fraction"):
-        if not 0 <= a[name] <= 1:
-            ctx.fail(f"'{name}' must be in [0, 1], got {a[name]}")
     return a
 
 
@@ -450,10 +442,10 @@ register(OpSpec(
     "boxes are added to the proposals, matched (IoU fg/bg thresholds) and batch_size_per_image "
     "sampled per image; otherwise the proposals pass through unchanged.",
     _infer_sample,
-    (AttrSpec("fg_iou_thresh", "float", 0.5),
-     AttrSpec("bg_iou_thresh", "float", 0.5),
+    (AttrSpec("fg_iou_thresh", "float", 0.5, check="unit"),
+     AttrSpec("bg_iou_thresh", "float", 0.5, check="unit"),
      AttrSpec("batch_size_per_image", "int", 512, check="positive"),
-     AttrSpec("positive_fraction", "float", 0.25),
+     AttrSpec("positive_fraction", "float", 0.25, check="unit"),
      AttrSpec("weights", "floats", (10.0, 10.0, 5.0, 5.0))),
     inputs=2, function=True, resolve=_resolve_sample, dtypes=lambda a, ins: ["float32", I64],
     check_inputs=_dtype_check({1: (I64, "batch_index")})))
@@ -474,8 +466,6 @@ def _infer_post(a, shapes, ctx):
     ctx.require_eq(deltas[1], 4 * logits[1], f"box_regression has {D.fmt(deltas[1])} columns, 4 per class is "
                                              f"{4 * logits[1]}")
     ctx.require_eq(deltas[0], rows, f"box_regression has {D.fmt(deltas[0])} rows, the boxes {D.fmt(rows)}")
-    if not 0 <= a["nms_thresh"] <= 1:
-        ctx.fail(f"nms_thresh must be in [0, 1], got {a['nms_thresh']}")
     d = ctx.dynamic("D", bound=D.mul(n, a["detections_per_img"]))
     return [(d, 4), (d,), (d,), (d,)]
 
@@ -488,7 +478,7 @@ register(OpSpec(
     "In training with targets it computes the classifier and box losses instead.",
     _infer_post,
     (AttrSpec("score_thresh", "float", 0.05),
-     AttrSpec("nms_thresh", "float", 0.5),
+     AttrSpec("nms_thresh", "float", 0.5, check="unit"),
      AttrSpec("detections_per_img", "int", 100, check="positive"),
      AttrSpec("weights", "floats", (10.0, 10.0, 5.0, 5.0)),
      AttrSpec("min_size", "float", 0.01, check="nonneg")),
