@@ -196,6 +196,11 @@ def det__resize_boxes(boxes, old, new):
                / torch.tensor(old[0], dtype=torch.float32, device=boxes.device))
     ratio_w = (torch.tensor(new[1], dtype=torch.float32, device=boxes.device)
                / torch.tensor(old[1], dtype=torch.float32, device=boxes.device))
+    return det__scale_boxes(boxes, ratio_h, ratio_w)
+
+
+def det__scale_boxes(boxes, ratio_h, ratio_w):
+    """x * ratio_w, y * ratio_h, the ratios one number or one per box."""
     xmin, ymin, xmax, ymax = boxes.unbind(1)
     return torch.stack((xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h), dim=1)
 
@@ -338,8 +343,7 @@ def det_rescale_boxes(boxes, batch_index, image_sizes):
     sizes = image_sizes.to(device=boxes.device, dtype=torch.float32)
     ratio_h = (sizes[:, 2] / sizes[:, 0])[batch_index]
     ratio_w = (sizes[:, 3] / sizes[:, 1])[batch_index]
-    xmin, ymin, xmax, ymax = boxes.unbind(1)
-    return torch.stack((xmin * ratio_w, ymin * ratio_h, xmax * ratio_w, ymax * ratio_h), dim=1)
+    return det__scale_boxes(boxes, ratio_h, ratio_w)
 
 
 det__LOSS_ORDER = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
