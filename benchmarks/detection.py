@@ -23,7 +23,7 @@ would: post-processing then does real work. In one run:
 Detections are compared before timing (counts per image, max box and score differences).
 Ratios are netdsl / torchvision (targets: onnxruntime <= 0.8, eager <= 1.05).
 
-    /tmp/venv-tv/bin/python benchmarks/detection.py [--sizes 512 512 800 800] [--runs 5]
+    python benchmarks/detection.py [--sizes 512 512 800 800] [--runs 5]
         [--warmup 1] [--repeat 1] [--threads 0]
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "tests"))
 from compile_speed import best  # noqa: E402  (this script's directory is on sys.path)
 from parity_util import make_detector_detect, rectangle_images  # noqa: E402
-from segmentation import fixed_size_options, import_reference_stack, interleaved_medians  # noqa: E402
+from segmentation import import_reference_stack, interleaved_medians  # noqa: E402
+from torchvision_compare import fixed_size_options  # noqa: E402
 from torchvision_compare import onnx_op_counts, print_op_count_differences  # noqa: E402
 
 SPEC = ROOT / "examples" / "faster_rcnn.net"

@@ -25,7 +25,7 @@ compute the same function with the same weights, in one run:
 Ratios: netdsl / torchvision for latency (target <= 1.00) and for compile time. Outputs are
 compared before timing (max abs diff).
 
-    /tmp/venv-tv/bin/python benchmarks/segmentation.py [--size 256 320] [--runs 15]
+    python benchmarks/segmentation.py [--size 256 320] [--runs 15]
         [--warmup 3] [--repeat 2] [--threads 1] [--skip-dynamo] [--only fcn_resnet50]
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))   # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "tests"))
 from compile_speed import best  # noqa: E402  (this script's directory is on sys.path)
 from parity_util import randomise_batchnorm  # noqa: E402
-from torchvision_compare import onnx_op_counts, print_op_count_differences  # noqa: E402
+from torchvision_compare import fixed_size_options, onnx_op_counts, print_op_count_differences  # noqa: E402
 FCN_FILE = ROOT / "examples" / "fcn.net"
 CASES = [("fcn_resnet50", "FCN_ResNet50"), ("deeplabv3_resnet50", "DeepLabV3_ResNet50")]
 
@@ -81,20 +81,9 @@ def import_reference_stack(script: str):
         import torchvision
     except ImportError as e:
         print(f"benchmarks/{script} needs torch, torchvision and onnxruntime: {e}. "
-              "Run it with a Python that has them, e.g. /tmp/venv-tv/bin/python.", file=sys.stderr)
+              "Run it with a Python that has them, such as a virtualenv with torchvision (see the README).", file=sys.stderr)
         return None
     return ort, torch, torchvision
-
-
-def fixed_size_options(ort, path: Path, inputs: list, so):
-    """SessionOptions with the file's symbolic input dims fixed at `inputs` ([(name, shape)]), by
-    the code `netdsl run` creates its session with, and `so`'s optimisation level and threads."""
-    from netdsl.cli import _input_shapes_onnx, _session_options
-    _, dim_values = _input_shapes_onnx(path.read_bytes(), inputs, str(path))
-    fixed = _session_options(ort, dim_values)
-    fixed.graph_optimization_level = so.graph_optimization_level
-    fixed.intra_op_num_threads = so.intra_op_num_threads
-    return fixed
 
 
 def main() -> int:

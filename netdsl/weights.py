@@ -65,6 +65,10 @@ def _init_one(name: str, spec: ParamSpec, seed: int, pool):
         return np.full(spec.shape, spec.scale, dtype=spec.dtype), []
     if spec.init == "bilinear":
         return bilinear_kernel(spec.shape), []
+    if spec.init == "relative_position_index":
+        return relative_position_index_for(spec), []
+    if spec.init == "relative_coords_table":
+        return relative_coords_table(spec.shape[1], spec.shape[2]), []
     size = int(np.prod(spec.shape, dtype=np.int64))
     if spec.init == "normal" and not _chunked(spec, size):
         rng = np.random.Generator(np.random.SFC64([seed, zlib.crc32(name.encode())]))
@@ -99,6 +103,40 @@ def bilinear_kernel(shape: tuple) -> np.ndarray:
     channels = np.arange(cin)
     out[channels, channels % per_group] = filt.astype(np.float32)
     return out
+
+
+def relative_position_index(wh: int, ww: int) -> np.ndarray:
+    """[wh * ww, wh * ww] int64: for tokens i, j of a wh x ww window (row-major), the row of
+    the relative position bias table holding offset (dy, dx) = pos(i) - pos(j):
+    (dy + wh - 1) * (2 * ww - 1) + dx + ww - 1. torchvision's relative_position_index of
+    MaxViT (and, flattened, of Swin)."""
+    ys, xs = np.divmod(np.arange(wh * ww), ww)
+    dy = ys[:, None] - ys[None, :] + wh - 1
+    dx = xs[:, None] - xs[None, :] + ww - 1
+    return (dy * (2 * ww - 1) + dx).astype(np.int64)
+
+
+def relative_position_index_for(spec: ParamSpec) -> np.ndarray:
+    """The buffer of a ParamSpec of init "relative_position_index": fan_in is the window's
+    width; shape [n, n] or, flattened, [n * n] with n = wh * ww tokens."""
+    n = spec.shape[0] if len(spec.shape) == 2 else int(round(np.sqrt(spec.shape[0])))
+    ww = spec.fan_in
+    return relative_position_index(n // ww, ww).reshape(spec.shape).astype(spec.dtype)
+
+
+def relative_coords_table(th: int, tw: int) -> np.ndarray:
+    """[1, th, tw, 2] float32: Swin V2's log-spaced relative coordinates for a window of
+    (th + 1) / 2 x (tw + 1) / 2 (torchvision's ShiftedWindowAttentionV2 buffer): each offset
+    d in -(w - 1) .. w - 1 becomes t = 8 d / (w - 1), then sign(t) log2(|t| + 1) / 3, in
+    float32 and in torchvision's order of operations."""
+    wh, ww = (th + 1) // 2, (tw + 1) // 2
+    dy = np.arange(-(wh - 1), wh, dtype=np.float32)
+    dx = np.arange(-(ww - 1), ww, dtype=np.float32)
+    t = np.stack(np.meshgrid(dy, dx, indexing="ij"), axis=-1)[None].copy()
+    t[..., 0] /= np.float32(wh - 1)
+    t[..., 1] /= np.float32(ww - 1)
+    t *= np.float32(8)
+    return (np.sign(t) * np.log2(np.abs(t) + np.float32(1.0)) / np.float32(3.0)).astype(np.float32)
 
 
 class PendingArray:

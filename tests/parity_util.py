@@ -84,6 +84,29 @@ def assert_parity(net, model, shapes, dims=None, rtol: float = RTOL, label: str 
         assert err <= rtol * scale, f"{label} {shape}: max error {err:.3g} vs output scale {scale:.3g}"
 
 
+def assert_torchvision_agrees(reference, net, x, rtol: float = RTOL) -> None:
+    """`net` loads `reference`'s state_dict strictly (same keys in the same order) and computes
+    the same logits for the batch `x` (numpy, at least two samples whose logits must differ),
+    in PyTorch and through the ONNX model built from the same weights."""
+    import onnxruntime as ort
+    import torch
+    state = reference.state_dict()
+    model = net.to_torch(weights=state).eval()                     # loads strictly
+    assert list(model.state_dict()) == list(state)
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x)).numpy()
+        got = model(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape
+    scale = float(np.abs(want).max())
+    assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale   # the logits depend on x
+    assert float(np.abs(got - want).max()) <= rtol * scale
+    proto = net.to_onnx(weights=state)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    del proto
+    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert float(np.abs(onnx_out - want).max()) <= rtol * scale
+
+
 def rectangle_images(n, h, w, seed):
     """Bright rectangles on dim noise, [n, 3, h, w] in [0, 1] (detection tests and benchmarks)."""
     import torch
@@ -125,4 +148,30 @@ def make_detector_detect(model, images, generator):
         cls = model.roi_heads.box_predictor.cls_score
         cls.weight.copy_(torch.randn(cls.weight.shape, generator=g) * 0.45 / std / 32)
         cls.bias.copy_(-(cls.weight @ mean))
+    return model.eval()
+
+
+def calibrate_batchnorm(model, x, generator):
+    """BatchNorm running statistics that fit the activations, then perturbed: random affine
+    parameters (as randomise_batchnorm), statistics measured on the batch `x` in training mode,
+    then each mean moved by N(0, 0.1) standard deviations and each variance scaled by
+    U(0.8, 1.25). Deep nets with saturating activations (MobileNet's ReLU6, hard-swish) under
+    arbitrary statistics lose all dependence on the input; here eval mode stays close to
+    normalised activations and still differs from training mode. Returns the model in eval mode."""
+    import torch
+    g = generator
+    randomise_batchnorm(model, g)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                                   # cumulative average: one batch's
+    model.train()
+    with torch.no_grad():
+        model(x)
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+            std = (m.running_var + m.eps).sqrt()
+            m.running_mean.add_(torch.randn(m.running_mean.shape, generator=g) * 0.1 * std)
+            m.running_var.mul_(torch.rand(m.running_var.shape, generator=g) * 0.45 + 0.8)
     return model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import builtins
 import keyword
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -153,10 +154,32 @@ def test_label_with_trailing_newline_is_an_error():
     assert "is not a valid layer name" in err.message and "\n" not in err.message
 
 
-@pytest.mark.parametrize("part", ['"\\n"', '" "', '"é"', '"a.b"', '"-"', '"\\t"', '"ℌ"'])
+@pytest.mark.parametrize("part", ['"\\n"', '" "', '"é"', '"a.b"', '"+"', '"\\t"', '"ℌ"'])
 def test_label_templates_outside_the_name_alphabet_are_errors(part):
     err = build(one_layer(f"a{{{part}}}"))
     assert isinstance(err, NetDSLError) and "is not a valid layer name" in err.message
+
+
+@pytest.mark.parametrize("name", ["block1-0", "a-b", "class-1", "forward-", "_-_", "0-0", "x--", "-"])
+def test_hyphenated_layer_names_at_every_depth(name):
+    """Names with '-' (RegNet's block1-0): not identifiers, so reached through `[...]` and
+    `_modules[...]`, at the top, in groups, in block instances and as block instance names."""
+    literal = re.fullmatch(r"[A-Za-z_]\w*(-(\d+|[A-Za-z_]\w*))+", name)    # written as it is: a-b, block1-0
+    label = name if literal else f'n{{"{name}"}}'
+    full = name if literal else "n" + name
+    src = f"""
+block B() {{ {label}: Conv2d(4, 1) }}
+network N {{
+    input x: f32[1, 4, 3, 3]
+    y = x -> {label}: Conv2d(4, 1)
+    y = y -> g: [ {label}: Conv2d(4, 1)  ReLU  inner: [ {label}: Conv2d(4, 1) ] ]
+    output z = y -> b: B -> g2: [ B  {label}: B ]
+}}
+"""
+    net = ok(src)
+    assert {f"{full}.weight", f"g.{full}.weight", f"g.inner.{full}.weight", f"b.{full}.weight",
+            f"g2.0.{full}.weight", f"g2.{full}.{full}.weight"} <= set(net.state_layout())
+    assert pynames.member_ref(f"g.{full}") in (f"self.g[{full!r}]", f"self.g._modules[{full!r}]")
 
 
 @pytest.mark.parametrize("label", ["training", "a{'ining'}", "_compiled_call_impl"])
@@ -252,7 +275,8 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=
 RESERVED = set("import block network if elif else for in return input output param and or not true false "
                "center_crop".split()) | set(BUILTINS) | set(TORCH_ASSIGNED)
 NAME = st.one_of(*[st.sampled_from([n for n in POOL if n not in RESERVED])] * 8, st.sampled_from(POOL))
-INT_SUFFIX = st.one_of(*[st.just("")] * 3, st.integers(0, 12).map(lambda i: f"{{{i}}}"))
+INT_SUFFIX = st.one_of(*[st.just("")] * 3, st.integers(0, 12).map(lambda i: f"{{{i}}}"),
+                       st.integers(0, 12).map(lambda i: f"-{{{i}}}-{i}"))
 TEXT_SUFFIX = st.one_of(TEXT.map(netdsl_string), st.sampled_from(['"\\n"', '"_"', '"9"', '"é"', '" "'])
                         ).map(lambda t: f"{{{t}}}")
 

@@ -2,7 +2,7 @@
 torchvision's own Matcher, BalancedPositiveNegativeSampler, RegionProposalNetwork losses,
 RoIHeads.select_training_samples and fastrcnn_loss: on the same inputs and the same seed,
 the same anchors / proposals are sampled and the losses are equal. Skipped where torchvision
-is not installed (run with /tmp/venv-tv/bin/python -m pytest)."""
+is not installed (run it in a virtualenv with torchvision, see the README)."""
 from collections import OrderedDict
 from types import SimpleNamespace
 

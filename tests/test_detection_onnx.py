@@ -2,7 +2,7 @@
 
 Each spec is compiled once to ONE ONNX file with symbolic dims (N, H, W, R) and run by
 onnxruntime at two sizes; it is compared with netdsl's generated torch module and, where
-torchvision imports (/tmp/venv-tv), with torchvision's own functions. Comparisons are made
+torchvision imports (in a virtualenv with torchvision), with torchvision's own functions. Comparisons are made
 non-vacuous: NMS suppresses some boxes but not all, clipping moves some boxes, RoI outputs are
 not all zero, and two inputs give different outputs.
 """

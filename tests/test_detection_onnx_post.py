@@ -2,7 +2,7 @@
 against torchvision's RegionProposalNetwork.filter_proposals and RoIHeads.postprocess_detections
 on the same head outputs. One ONNX file per op runs at two sizes (N, H, W, R symbolic).
 
-Run in the torchvision venv: /tmp/venv-tv/bin/python -m pytest tests/test_detection_onnx_post.py
+Run in a virtualenv with torchvision (see the README): python -m pytest tests/test_detection_onnx_post.py
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import netdsl  # noqa: E402
 from netdsl.backends.onnx.builder import OnnxBuilder  # noqa: E402
 from netdsl.backends.onnx.emitters import EMITTERS  # noqa: E402
 
-needs_tv = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed (run in /tmp/venv-tv)")
+needs_tv = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed (run in a virtualenv with torchvision)")
 
 F32, I64 = TensorProto.FLOAT, TensorProto.INT64
 SIZES = ((128, 160), (96, 192))         # padded batch sizes: two, one ONNX file

@@ -1,7 +1,7 @@
 """netdsl's detection primitives (netdsl/backends/torch/detection_ops.py) against torchvision
 itself: the pure-torch path (DET_USE_TORCHVISION = False) and the torchvision path give
 torchvision's results (NMS keep lists identical, RoI pooling within 1e-5, gradients too).
-Skipped where torchvision is not installed (run with /tmp/venv-tv/bin/python -m pytest)."""
+Skipped where torchvision is not installed (run it in a virtualenv with torchvision, see the README)."""
 import math
 
 import pytest

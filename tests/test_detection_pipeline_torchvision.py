@@ -3,7 +3,7 @@ inputs: det_transform vs GeneralizedRCNNTransform (a batch, a list of two differ
 images with targets, training's random draw), det_rpn_proposals vs RegionProposalNetwork
 (eval and training, incl. its losses with the same seed), det_detect_postprocess vs
 RoIHeads.postprocess_detections, det_rescale_boxes vs transform.postprocess. Skipped where
-torchvision is not installed (run with /tmp/venv-tv/bin/python -m pytest)."""
+torchvision is not installed (run it in a virtualenv with torchvision, see the README)."""
 from collections import OrderedDict
 
 import pytest

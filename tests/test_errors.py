@@ -56,7 +56,7 @@ CASES = [
      "unexpected '->'; a statement cannot continue with '->': the layer statements of a body already "
      "form a chain (put each layer on its own), or bind the pipeline: y = x -> A -> B", E.ParseError),
     ("block inputs without parameter list", "block B (x) -> y { y = x -> ReLU }\n", "1:13",
-     "unexpected '->' (expected '(' or '{'); a block with named inputs lists its parameters first, "
+     "unexpected '->' (expected '(', '[' or '{'); a block with named inputs lists its parameters first, "
      "even when it has none: block B() (x) -> y { ... }", E.ParseError),
     ("invalid escape", net('output y = x -> Linear(len("a\\qb"))'), "2:30",
      "invalid string literal: invalid escape sequence '\\q' (escapes: \\\\ \\\" \\' \\n \\t \\r \\xHH "

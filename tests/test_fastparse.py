@@ -66,6 +66,13 @@ TRICKY = [
     "   # only a comment\n",
     "import \"std/blocks.net\"\nnetwork N { input x: f32[1] output y = x -> [] }",
     "network N { input x: f32[1] y = x -> a: [ReLU] freeze a.0, a\n freeze 1.b_2 . c output y }",
+    # issue 9: anonymous groups (after an assignment, behind a ';'), sequential blocks, splices,
+    # hyphenated labels, output and param with and without a value
+    "block S(c: int = 2) [ 'doc' Conv2d(c, 3) [BatchNorm2d ReLU] ...T(1) ]\nblock E() [ ]\n"
+    "network N { input x: f32[1] y = x -> f: [ [ReLU [ReLU]] for i in [1] { c = i * 2; ; [Conv2d(c, 1)]"
+    " if c { [ReLU] } elif 1 { a = 1 } else { ...S(c) } } b{1}-{2}x-3: ReLU  t = x[0] ] ...S "
+    "param p-{1}: f32[1] = constant(1.0)  param q: f32[2] output z = y output y }",
+    "network N { y = x -> [ return x; [ ReLU ] output o = x;  param w: f32[1] = ones(); [] ] }",
 ]
 
 
@@ -90,6 +97,9 @@ def test_same_ast_for_values(text):
     "network N { x = 99999999999999999999999 }",
     "network N { x = 1 }}",
     "network N { x = \u201cs\u201d }",                       # a character no terminal matches
+    "network N { y = x -> [ c = 1\n [ for i in [1] { ReLU } ] ] }",    # a group right after `c = 1`
+    "network N { x = 1; }",                                 # ';' ends statements in groups only
+    "block B() [ ...f(1)(2) ]",
 ])
 def test_errors_fall_back_to_lark(text):
     fast, ref = both(text)
@@ -120,7 +130,7 @@ def expressions(draw, depth=3):
 def specs(draw):
     lines = ["network N(p: int = 1) {", "    input x: f32[N, 3, H, W]"]
     for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.integers(0, 3))
+        kind = draw(st.integers(0, 4))
         ws = draw(st.sampled_from([" ", "\n", "  # c\n", "\t"]))
         if kind == 0:
             lines.append(f"    y{ws}={ws}{draw(expressions())}")
@@ -128,8 +138,13 @@ def specs(draw):
             lines.append(f"    c{draw(st.integers(0, 9))}:{ws}Conv2d(4,{ws}3, padding = 1)")
         elif kind == 2:
             lines.append(f"    if {draw(expressions(1))} {{ ReLU }} else {{ x = ({draw(expressions())}) }}")
-        else:
+        elif kind == 3:
             lines.append("    for i in range(2) { x = x -> l{i}: ReLU }")
+        else:       # a group of group statements (issue 9), ';' or not between them
+            items = draw(st.lists(st.sampled_from(
+                ["[ReLU]", "t = x", "...B(1)", "a{1}-2: ReLU", "[ [ReLU] ]", "for i in [1] { [ReLU] c = 1 }",
+                 "if c { m = s[0]; [ReLU] }", ";", "[]", "q = x -> [ReLU]"]), max_size=5))
+            lines.append(f"    x = x -> g: [{ws}{ws.join(items)}{ws}]")
     lines += ["    output out = x", "}"]
     return "\n".join(lines)
 

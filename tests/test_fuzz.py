@@ -86,7 +86,29 @@ network Seq(c: int = 6) {
 }
 """
 
-SEEDS = [UNET, RESNET, MISC, SEQ]
+# issue 9: sequential blocks, anonymous groups, splices, hyphenated names, math built-ins
+GROUPS = """\
+block CNA(out: int, stride: int = 1, act: block = ReLU) [
+    "conv, norm, act"
+    Conv2d(out, 3, stride = stride, padding = 1, bias = false)
+    BatchNorm2d
+    act
+]
+
+network Groups(width: float = 0.5, stages: list = [[1, 8], [2, 16]]) {
+    input x: f32[N, 3, 16, 16]
+    output y = x -> features: [
+        CNA(make_divisible(16 * width, 4), stride = 2)
+        for s in stages {
+            c = round(s[1] * width) + ceil(log(s[0] + 1, 2)) - floor(sqrt(4));
+            [ ...CNA(c)  Conv2d(c, 1) ]
+            for j in range(s[0]) { block{s[0]}-{j}: ReLU }
+        }
+    ] -> AdaptiveAvgPool2d(1) -> Flatten -> fc: Linear(3)
+}
+"""
+
+SEEDS = [UNET, RESNET, MISC, SEQ, GROUPS]
 
 
 
@@ -130,7 +152,8 @@ def test_random_unicode_text(text):
 VOCAB = (
     "network block import input output return if elif else for in and or not true false "
     "x y N H W c f32 f64 Conv2d ReLU Linear MaxPool2d concat center_crop resize Tower Pair Basic "
-    "range len min max str int 0 1 2 -1 3.5 1e9 \"s\" 'std/blocks.net' "
+    "range len min max str int round ceil floor sqrt log make_divisible constant ... ; "
+    "0 1 2 -1 3.5 1e9 \"s\" 'std/blocks.net' "
     "( ) [ ] { } , : = -> + - * / // % ** == != < <= > >= . \n # \"\"\""
 ).split(" ")
 

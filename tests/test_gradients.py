@@ -116,6 +116,13 @@ CASES = [
     c1("softmax-0", "Softmax(0)", IMG, (2, 2, 1, 2)),
     c1("log-softmax", "LogSoftmax", IMG, (1, 2, 2, 3)),
     c1("log-softmax-0", "LogSoftmax(0)", IMG, (2, 2, 1, 2)),
+    # (scaled past the kinks at -3, 3 and 6, which the inputs stay away from)
+    g(one("relu6", "(x * 5) -> ReLU6", ((1, 2, 2, 3),), IMG)),
+    g(one("hardswish", "(x * 4) -> Hardswish", ((1, 2, 2, 3),), IMG)),
+    g(one("hardsigmoid", "(x * 4) -> Hardsigmoid", ((1, 2, 2, 3),), IMG)),
+    g(one("mish", "(x * 3) -> Mish", ((1, 2, 2, 3),), IMG)),
+    c1("prelu", "PReLU", IMG, (1, 2, 2, 3)),
+    c1("prelu-channels", "PReLU(2, init = 0.1)", IMG, (1, 2, 2, 3)),
     # ---- pooling (no ties: the inputs are distinct)
     c1("maxpool-2", "MaxPool2d(2)", IMG, S),
     c1("maxpool-3s2p1-ceil", "MaxPool2d(3, stride = 2, padding = 1, ceil_mode = true)", IMG, S),
@@ -150,6 +157,14 @@ CASES = [
     g(fn("add-bcast-rank", {"a": IMG, "b": "[W]"}, "a + b", (((1, 2, 2, 3), (3,)),))),
     g(fn("mul", {"a": IMG, "b": IMG}, "a * b", (((1, 2, 2, 3), (1, 2, 2, 3)),))),
     g(fn("mul-bcast", {"a": "[N, 2, H, 1]", "b": "[N, 1, 1, W]"}, "a * b", (((2, 2, 3, 1), (2, 1, 1, 2)),))),
+    g(fn("sub", {"a": IMG, "b": IMG}, "a - b", (((1, 2, 2, 3), (1, 2, 2, 3)),))),
+    g(fn("sub-bcast", {"a": "[N, 2, H, 1]", "b": "[W]"}, "b - a", (((2, 2, 3, 1), (2,)),))),
+    g(fn("div", {"a": IMG, "b": IMG}, "a / b", (((1, 2, 2, 3), (1, 2, 2, 3)),)), positive=True),
+    g(fn("div-bcast", {"a": IMG, "b": "[1, 2, 1, 1]"}, "b / a", (((1, 2, 2, 3), (1, 2, 1, 1)),)), positive=True),
+    g(one("scalar-right", "(x * 2 + 3 - 0.5) / 6 -> Conv2d(2, 1)", ((1, 2, 2, 3),), IMG)),
+    g(one("scalar-left", "1 - (3 + 2.5 * (x -> Conv2d(2, 1))) / 2", ((1, 2, 2, 3),), IMG)),
+    g(one("scalar-div-left", "6 / x", ((1, 2, 2, 3),), IMG), positive=True),
+    g(one("neg", "-(x -> Conv2d(2, 1))", ((1, 2, 2, 3),), IMG)),
     g(fn("concat", {"a": IMG, "b": "[N, 1, H, W]"}, "concat(a, b)", (((1, 2, 2, 3), (1, 1, 2, 3)),))),
     g(fn("concat-3-dim2", {"a": IMG, "b": "[N, 2, P, W]", "c": "[N, 2, 1, W]"}, "concat(a, b, c, dim = 2)",
          (((1, 2, 2, 2), (1, 2, 1, 2), (1, 2, 1, 2)),))),
@@ -222,6 +237,32 @@ CASES = [
                                "output y = v", ((1, 2, 3, 2),)),
     GCase("take", "input x: f32[N, 2, H, W]\ns, i = topk(amax(x, dims = [1, 2, 3], keepdim = false), k = 2)\n"
                   "output y = take(x, i)", ((3, 2, 2, 2),)),
+    # ---- channel shuffle, chunk, stochastic depth (train: a fixed mask, reseeded), LayerNorm2d
+    c1("channel-shuffle", "ChannelShuffle(2)", "[N, 4, H, W]", (1, 4, 2, 2)),
+    GCase("chunk", "input x: f32[N, 2, H, W]\na, b = chunk(x, 2, dim = 2)\noutput y = a\noutput z = b",
+          ((1, 2, 4, 3),)),
+    GCase("chunk-uneven", "input x: f32[N, 5, L]\na, b, c = x -> chunk(3)\noutput y = a\noutput z = c",
+          ((1, 5, 2),)),
+    c1("stochastic-depth", "StochasticDepth(0.5)", IMG, (4, 2, 2, 2), train=True, seeded=True),
+    c1("stochastic-depth-batch", "StochasticDepth(0.2, mode = 'batch')", IMG, (2, 2, 2, 2), train=True,
+       seeded=True),
+    c1("layernorm2d", "LayerNorm2d", "[N, 3, H, W]", (1, 3, 2, 2)),
+    c1("layernorm2d-noaffine", "LayerNorm2d(eps = 0.001, elementwise_affine = false)", "[N, 3, H, W]",
+       (2, 3, 1, 2)),
+    # ---- MaxViT: window partitioning, relative positional attention (w.r.t. its bias table too)
+    c1("window-partition", "window_partition(2)", IMG, (1, 2, 4, 2)),
+    g(one("window-roundtrip", "window_departition(window_partition(x, 2) -> Linear(3), 2, like = x)",
+          ((1, 2, 2, 4),), IMG)),
+    c1("rel-pos-mha", "window_partition(2) -> RelativePositionalMultiHeadAttention(2)", "[N, 4, H, W]",
+       (1, 4, 2, 4)),
+    # ---- Swin: shifted windows over a padded map (w.r.t. the bias table too), attention dropout and
+    # dropout with a fixed mask in train mode; patch merging. (Version 2's 2,500 cpb_mlp parameters
+    # make a full gradcheck slow: tests/test_swin.py checks its gradients by directional derivatives.)
+    c1("swin-attn-shift", "ShiftedWindowAttention(2, window_size = 2, shift_size = 1)", "[N, H, W, 4]",
+       (1, 3, 4, 4)),
+    c1("swin-attn-dropout", "ShiftedWindowAttention(2, window_size = 2, shift_size = 1, "
+       "attention_dropout = 0.3, dropout = 0.2)", "[N, H, W, 4]", (2, 3, 3, 4), train=True, seeded=True),
+    c1("patch-merge", "patch_merge", "[N, H, W, 2]", (1, 3, 4, 2)),
     # ---- composites: the chain rule across ops
     g(one("cbam-spatial", "x * (concat(mean(x), amax(x)) -> Conv2d(1, 3, padding = 1) -> Sigmoid)",
           ((1, 2, 3, 3),), IMG)),

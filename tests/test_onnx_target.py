@@ -170,3 +170,19 @@ def test_streamed_random_weights_are_those_of_to_onnx(tmp_path, external):
     b = {t.name: numpy_helper.to_array(t) for t in ref.graph.initializer}
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert np.abs(a["linear.weight"]).max() > 0
+
+
+@pytest.mark.parametrize("dims", ["N, H, W, 6", "2, 5, 7, 6"])
+def test_a_channels_last_linear_is_one_gemm_over_the_rows(dims):
+    """Linear with a bias on [N, H, W, C] (ConvNeXt's and Swin's MLPs) is Reshape -> Gemm ->
+    Reshape, symbolic sizes or not (onnxruntime makes MatMul + Add a Gemm only for fixed sizes;
+    otherwise it fuses the Add into the next GELU, which runs slower); the same values as torch."""
+    from parity_util import assert_parity
+    net = netdsl.loads(f"""network Net {{
+    input x: f32[{dims}]
+    output y = x -> Linear(8) -> GELU -> Linear(3, bias = false)
+}}""")
+    model = net.to_torch().eval()
+    assert_parity(net, model, [(2, 5, 7, 6)] + ([(1, 3, 4, 6)] if dims.startswith("N") else []))
+    ops = [n.op_type for n in onnx.load_from_string(net.to_onnx(weights=model).SerializeToString()).graph.node]
+    assert ops.count("Gemm") == 1 and ops.count("MatMul") == 1, ops

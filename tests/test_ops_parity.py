@@ -134,6 +134,15 @@ CASES = [
     chain("log-softmax", "LogSoftmax"),
     chain("log-softmax-last", "LogSoftmax(-1)"),
     chain("log-softmax-0", "LogSoftmax(0)"),
+    # (x * 4: the inputs reach past the kinks at -3, 0, 3 and 6)
+    one("relu6", "(x * 4) -> ReLU6", IMG),
+    one("hardswish", "(x * 4) -> Hardswish", IMG),
+    one("hardsigmoid", "(x * 4) -> Hardsigmoid", IMG),
+    one("mish", "(x * 12) -> Mish", IMG),
+    chain("prelu", "PReLU"),
+    chain("prelu-channels", "Conv2d(4, 1) -> PReLU(4, init = 0.1)", sizes=IMG),
+    chain("prelu-2d", "PReLU(5, init = 0.5)", "[N, 5]", ((3, 5), (1, 5))),
+    chain("prelu-3d", "PReLU(5)", "[N, 5, L]", SEQ),
     # ---- max / average pooling
     chain("maxpool-2", "MaxPool2d(2)"),
     chain("maxpool-3s2", "MaxPool2d(3, 2)"),
@@ -226,6 +235,19 @@ CASES = [
     fn("mul-bcast", {"a": "[N, 3, H, 1]", "b": "[N, 1, 1, W]"}, "a * b",
        (((2, 3, 4, 1), (2, 1, 1, 5)), ((1, 3, 2, 1), (1, 1, 1, 6)))),
     one("mul-gate", "x * (x -> GlobalAvgPool2d -> Sigmoid)", ((2, 3, 4, 5), (1, 3, 6, 3))),
+    fn("sub", {"a": "[N, 3, H, W]", "b": "[N, 3, H, W]"}, "a - b",
+       (((2, 3, 4, 5), (2, 3, 4, 5)), ((1, 3, 2, 7), (1, 3, 2, 7)))),
+    fn("sub-bcast", {"a": "[N, 3, H, 1]", "b": "[W]"}, "b - a",
+       (((2, 3, 4, 1), (5,)), ((1, 3, 2, 1), (6,)))),
+    fn("div", {"a": "[N, 3, H, W]", "b": "[N, 3, H, W]"}, "a / (b -> Sigmoid)",
+       (((2, 3, 4, 5), (2, 3, 4, 5)), ((1, 3, 2, 7), (1, 3, 2, 7)))),
+    fn("div-bcast", {"a": "[N, 3, H, W]", "b": "[1, 3, 1, 1]"}, "a / (b -> Sigmoid)",
+       (((2, 3, 4, 5), (1, 3, 1, 1)), ((1, 3, 2, 7), (1, 3, 1, 1)))),
+    one("scalar-right", "((x * 2 + 3 - 0.5) / 6) -> Conv2d(3, 1) -> ReLU", IMG),
+    one("scalar-left", "1 - (3 + (2.5 * x -> Conv2d(3, 1) -> ReLU)) / 2", IMG),
+    one("scalar-div-left", "6 / (x -> Sigmoid)", IMG),
+    one("neg", "-(x -> Conv2d(3, 1)) + -x.shape[1] * -x", IMG),
+    one("scalar-residual-inplace", "(x -> Conv2d(3, 1)) + 1 -> ReLU", IMG),
     fn("concat", {"a": "[N, 3, H, W]", "b": "[N, 2, H, W]"}, "concat(a, b)",
        (((2, 3, 4, 5), (2, 2, 4, 5)), ((1, 3, 2, 7), (1, 2, 2, 7)))),
     fn("concat-3-dim2", {"a": "[N, 3, H, W]", "b": "[N, 3, P, W]", "c": "[N, 3, 2, W]"},
@@ -347,6 +369,32 @@ y = matmul(f, g) -> permute(dims = [0, 2, 1]) -> reshape(shape = [0, 2, 0, 0], l
 output z = x + y""", (((2, 4, 3, 5),), ((1, 4, 6, 2),))),
     one("vit-mini", "(x -> Conv2d(8, 3, stride = 3) -> Flatten(2) -> transpose(1, 2) -> LayerNorm "
         "-> MultiheadAttention(2) -> select(dim = 1, index = 0) -> Linear(4))", ((2, 3, 9, 12), (1, 3, 6, 3))),
+    # ---- MaxViT: windows, grid (windows transposed), relative positional attention
+    one("window-partition", "window_partition(x, 2) -> Linear(4)", ((2, 3, 4, 6), (1, 3, 6, 2))),
+    one("window-roundtrip", "window_departition(window_partition(x, 3) -> Linear(5), 3, like = x)",
+        ((2, 3, 6, 9), (1, 3, 3, 6))),
+    chain("rel-pos-mha", "Conv2d(8, 1) -> window_partition(3) -> RelativePositionalMultiHeadAttention(4)",
+          sizes=((2, 3, 6, 9), (1, 3, 3, 3))),
+    one("rel-pos-mha-grid", "window_departition(window_partition(x, 3) -> transpose(1, 2) "
+        "-> RelativePositionalMultiHeadAttention(8) -> transpose(1, 2), 3, like = x)",
+        ((2, 8, 6, 6), (1, 8, 6, 6)), "[N, 8, 6, 6]"),
+    # ---- Swin: (shifted) windows over sizes that are not window multiples (padded; 3 x 5 pads to
+    # one window along H, where the shift is dropped), V2's cosine attention, patch merging
+    chain("swin-attn", "ShiftedWindowAttention(2, window_size = 3)", "[N, H, W, 8]", ((2, 7, 8, 8), (1, 3, 5, 8))),
+    chain("swin-attn-shift", "ShiftedWindowAttention(2, window_size = 3, shift_size = 1)", "[N, H, W, 8]",
+          ((2, 7, 8, 8), (1, 3, 5, 8))),
+    chain("swin-attn-v2-shift", "ShiftedWindowAttention(4, window_size = [3, 4], shift_size = [1, 2], version = 2)",
+          "[N, H, W, 8]", ((2, 7, 9, 8), (1, 4, 3, 8))),
+    chain("swin-attn-static-nobias", "ShiftedWindowAttention(2, window_size = 3, shift_size = [0, 1], "
+          "qkv_bias = false, proj_bias = false, dropout = 0.1)", "[N, 7, 8, 8]", ((2, 7, 8, 8), (1, 7, 8, 8))),
+    chain("swin-attn-v2-static", "ShiftedWindowAttention(2, window_size = 4, shift_size = 2, version = 2)",
+          "[N, 6, 4, 8]", ((2, 6, 4, 8), (1, 6, 4, 8))),
+    chain("swin-attn-v2-mixed", "ShiftedWindowAttention(2, window_size = 3, shift_size = 1, version = 2)",
+          "[N, 7, W, 8]", ((2, 7, 8, 8), (1, 7, 3, 8))),
+    chain("patch-merge", "patch_merge -> Linear(5)", "[N, H, W, 3]", ((2, 7, 8, 3), (1, 4, 5, 3))),
+    chain("patch-merge-mixed", "patch_merge", "[N, 7, W, 3]", ((2, 7, 8, 3), (1, 7, 5, 3))),
+    chain("patch-merge-sym-channels", "patch_merge", "[N, C, H, W]", ((2, 3, 4, 5), (1, 2, 5, 2))),
+    one("patch-merge-static-odd", "patch_merge(x)", ((2, 5, 3, 4), (1, 5, 3, 4)), "[N, 5, 3, 4]"),
     # ---- selection: values and int64 indices; min(k, size) is data-dependent on a symbolic dim
     Case("topk-sym", "input x: f32[N, 3, H, W]\nv, i = topk(x, k = 5)\noutput y = v\noutput j = i",
          (((2, 3, 4, 9),), ((1, 3, 6, 3),))),
@@ -365,6 +413,22 @@ output z = x + y""", (((2, 4, 3, 5),), ((1, 4, 6, 2),))),
                          "w, j = topk(x, k = 2, dim = 0)\noutput y = take(i, select(j, 1, 0))\n"
                          "output z = take(transpose(x, 0, 1), select(i, 0, 0))",
          (((5, 4),), ((1, 2),))),
+    # ---- channel shuffle, chunk, stochastic depth (identity in eval), channels-first LayerNorm
+    chain("channel-shuffle", "Conv2d(6, 1) -> ChannelShuffle(2)"),
+    chain("channel-shuffle-3d", "ChannelShuffle(3)", "[N, 6, L]", ((2, 6, 12), (1, 6, 7))),
+    Case("chunk-channels", "input x: f32[N, 3, H, W]\na, b = x -> Conv2d(8, 1) -> chunk(2)\n"
+                           "output y = concat(b, a)\noutput z = b", tuple((s,) for s in IMG)),
+    Case("chunk-sym", "input x: f32[N, 3, H, W]\na, b, c = chunk(x, 3, dim = 2)\noutput y = a\noutput z = c",
+         (((2, 3, 7, 5),), ((1, 3, 9, 2),))),
+    Case("chunk-uneven", "input x: f32[N, 7, L]\na, b, c = chunk(x, 3)\noutput y = a\noutput z = c",
+         (((2, 7, 4),), ((1, 7, 3),))),
+    Case("chunk-fewer", "input x: f32[N, 6, L]\na, b, c = chunk(x, 4, dim = -2)\noutput y = b\noutput z = c",
+         (((2, 6, 4),), ((1, 6, 3),))),
+    one("chunk-one", "chunk(x, 1) -> ReLU", IMG),
+    chain("stochastic-depth", "Conv2d(4, 1) -> StochasticDepth(0.2)"),
+    chain("stochastic-depth-batch", "StochasticDepth(p = 1.0, mode = 'batch')", "[N, 5, L]", SEQ),
+    chain("layernorm2d", "Conv2d(6, 1) -> LayerNorm2d(eps = 1e-6)"),
+    chain("layernorm2d-noaffine", "LayerNorm2d(elementwise_affine = false)"),
 ]
 
 # ---- detection ops: every input is f32 standard normal, yet the boxes are valid (anchors decoded
@@ -433,7 +497,9 @@ OPSET_CASES = ["adaptive-avg-sym", "adaptive-max-sym", "adaptive-max-nondiv", "g
                "crop-sym", "flatten-mid", "avgpool-3s2p1-ceil", "maxpool-dil-ceil", "gelu", "gelu-tanh",
                "deconv-op-lt-dil-p1", "linear-3d", "bn2d", "layernorm", "layernorm-2d-noaffine", "mha-self",
                "mha-qkv", "expand-cls", "mean-hw", "amax", "cbam-spatial",
-               "reshape-like", "spp-paper", "spp-avg", "topk-sym", "topk-of-dyn", "take-rows"]
+               "reshape-like", "spp-paper", "spp-avg", "topk-sym", "topk-of-dyn", "take-rows",
+               "chunk-sym", "chunk-uneven", "layernorm2d", "layernorm2d-noaffine",
+               "hardswish", "mish", "swin-attn-v2-shift"]
 OPSETS = (13, 18, 21)
 
 # One network touching most opset-dependent emitters, built at every supported opset.
@@ -465,7 +531,12 @@ def randomised_weights(net, seed=0) -> dict:
             if node.attrs.get("affine", True):
                 w[f"{node.path}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
                 w[f"{node.path}.bias"] = rng.normal(0, 1, c).astype(np.float32)
-        if node.op in ("LayerNorm", "MultiheadAttention"):      # their ones/zeros init hides mistakes
+        if node.op == "PReLU":          # one slope per channel, not all 0.25: a wrong axis shows
+            w[f"{node.path}.weight"] = rng.uniform(-0.5, 1.5, node.attrs["num_parameters"]).astype(np.float32)
+        if node.op == "RelativePositionalMultiHeadAttention":   # N(0, 0.02) would hide a wrong index
+            pname = f"{node.path}.relative_position_bias_table"
+            w[pname] = rng.normal(0, 1, w[pname].shape).astype(np.float32)
+        if node.op in ("LayerNorm", "MultiheadAttention", "LayerNorm2d"):   # their ones/zeros init hides mistakes
             for pname, spec in node.params.items():
                 if spec.init in ("ones", "zeros"):
                     w[f"{node.path}.{pname}"] = rng.uniform(0.5, 1.5, spec.shape).astype(np.float32)

@@ -17,6 +17,13 @@ EXTRA = [
     " output o = concat(a, b, dim = -1) -> g{i + 1}_x{j}: [ for i in range(2) { Conv2d(2 ** -i, 3) } ]"
     " if a.shape[1] >= 3 and b or c { return a, b -> Q } elif d { ReLU } else { for v in [1] { n: X(q = v) } } }",
     "block B(c) (p, q) -> (r, s) { \"doc\" r = p + q * -q  s = q }\nnetwork A = N(1, k = 2)\nblock C = B(2, post = D(r = 1))",
+    # a chain inside a larger expression keeps its brackets (printed bare, `+ x` joined the last stage)
+    "network P { y = (x -> A) + x  z = (x -> A)[0].shape  v = -(x -> A)  u = ((x -> A) if c else (x -> B)) }",
+    # issue 9: anonymous groups (a ';' before one that follows an assignment), sequential blocks,
+    # splices, hyphenated labels
+    "block S(c: int) [ \"doc\" Conv2d(c, 3)  [ BatchNorm2d  ReLU ] ]\n"
+    "network G { y = x -> f: [ S(2)  for s in [1] { m = s[0]; [ ReLU ]  if m { [ ...S(1) ] } else { ...S(2) } }"
+    "  b{1}-{j}x-2: ReLU  [ n = 1 ]  param p-{1}: f32[1] = constant(-0.5);  [ ReLU ] ] }",
 ]
 
 

@@ -153,14 +153,19 @@ def test_residual_add_overwrites_a_dead_operand_as_torchvision_does():
     src = net.torch_source()
     assert src.count(".add_(") == 2, src          # body + short, and conv(h) + h
     assert "body.add_(" in src and " y.add_(" not in src and "out = y + z" in src, src
-    plain = src.replace(".add_(", ".__add__(")
+    _assert_same_training_step(src, src.replace(".add_(", ".__add__("), "Res", torch.randn(2, 4, 5, 6))
+
+
+def _assert_same_training_step(src: str, plain: str, cls: str, x) -> None:
+    """The modules of two generated sources (one with in-place ops, one without), given the same
+    weights, compute the same output and every gradient the same in training."""
+    import torch
     mods = []
     for text in (src, plain):
         ns: dict = {}
-        exec(compile(text, "<res>", "exec"), ns)
-        mods.append(ns["Res"]())
+        exec(compile(text, f"<{cls}>", "exec"), ns)
+        mods.append(ns[cls]())
     mods[1].load_state_dict(mods[0].state_dict())
-    x = torch.randn(2, 4, 5, 6)
     outs, grads = [], []
     for m in mods:
         m.train()
@@ -170,5 +175,30 @@ def test_residual_add_overwrites_a_dead_operand_as_torchvision_does():
         outs.append(out.detach())
         grads.append([xi.grad] + [p.grad for p in m.parameters()])
     assert torch.equal(outs[0], outs[1])
+    assert float(outs[0].abs().max()) > 0
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+
+
+ACTIVATIONS_IN_PLACE = """network Acts {
+    input x: f32[N, 4, H, W]
+    a = x -> Conv2d(4, 3, padding = 1) -> BatchNorm2d -> SiLU
+    b = a -> Conv2d(4, 1) -> ReLU6
+    c = b -> Conv2d(4, 1) -> BatchNorm2d -> Hardswish
+    d = c -> SiLU
+    output out = concat(d, c -> Conv2d(2, 1) -> Hardswish, dim = 1)
+}
+"""
+
+
+def test_activations_overwrite_a_dead_conv_or_batchnorm_output():
+    """SiLU, ReLU6 and Hardswish run in place on a conv's or BatchNorm's output read nowhere
+    else, as torchvision's Conv2dNormActivation (inplace=True) does; `c -> SiLU` is not in place
+    (c is read twice, and its producer is an activation). Forward and every gradient in training
+    equal those of the out-of-place source."""
+    import torch
+    net = netdsl.loads(ACTIVATIONS_IN_PLACE)
+    src = net.torch_source()
+    assert src.count("inplace=True") == 4, src
+    assert "F.silu(c)" in src, src
+    _assert_same_training_step(src, src.replace(", inplace=True)", ")"), "Acts", torch.randn(2, 4, 5, 6) * 3)

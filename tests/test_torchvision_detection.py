@@ -2,7 +2,7 @@
 torchvision's five feature maps, torchvision's fasterrcnn_resnet50_fpn state_dict loads strictly
 into the spec's torch module (same keys, same order), and the detector gives torchvision's
 detections and training losses; its ONNX model matches the torch module at several image sizes.
-Skipped where torchvision is not installed (run it with /tmp/venv-tv/bin/python -m pytest).
+Skipped where torchvision is not installed (run it in a virtualenv with torchvision, see the README).
 
 CPU time matters here: each big model is built once per module, and the images are small
 (min_size / max_size lowered) wherever the point is not the size."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import netdsl
-from parity_util import randomise_batchnorm  # tests/ is on sys.path (no package)
+from parity_util import assert_torchvision_agrees, randomise_batchnorm  # tests/ is on sys.path (no package)
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -35,19 +35,5 @@ def test_torchvision_weights_load_and_agree(tv_name):
     state = reference.state_dict()
     net = netdsl.load(RESNET_FILE, network=MODELS[tv_name])
     assert list(net.state_layout()) == list(state)                 # same keys, same order
-    model = net.to_torch(weights=state).eval()                     # loads strictly
-
     x = np.random.default_rng(1).standard_normal((2, 3, 96, 96), dtype=np.float32)
-    with torch.no_grad():
-        want = reference(torch.from_numpy(x)).numpy()
-        got = model(torch.from_numpy(x)).numpy()
-    assert got.shape == want.shape == (2, 1000)
-    scale = float(np.abs(want).max())
-    assert float(np.abs(want[0] - want[1]).max()) > 1e-2 * scale   # the logits depend on x
-    assert float(np.abs(got - want).max()) <= RTOL * scale
-
-    proto = net.to_onnx(weights=state)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    del proto
-    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    assert float(np.abs(onnx_out - want).max()) <= RTOL * scale
+    assert_torchvision_agrees(reference, net, x, RTOL)

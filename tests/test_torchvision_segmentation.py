@@ -2,7 +2,7 @@
 torchvision itself: torchvision's state_dicts load strictly into netdsl's modules (the same keys
 in the same order), and the two compute the same outputs (`out`, and `aux` with aux = true) in
 PyTorch and through the ONNX model built from the same weights. Skipped where torchvision is
-not installed (run it with /tmp/venv-tv/bin/python -m pytest)."""
+not installed (run it in a virtualenv with torchvision, see the README)."""
 from pathlib import Path
 
 import numpy as np

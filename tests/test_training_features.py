@@ -532,7 +532,7 @@ ERRORS = [
     ("bias_init without bias", "output y = x -> Linear(4, bias = false, bias_init = zeros())", "2:17",
      "bias_init is given but the layer has no bias"),
     ("param with a layer init", "param p: f32[4, 4] = kaiming_normal()\noutput y = x + p", "2:22",
-     "a param starts from zeros(), ones(), normal(std) or uniform(bound), got kaiming_normal()"),
+     "a param starts from zeros(), ones(), constant(value), normal(std) or uniform(bound), got kaiming_normal()"),
     ("frozen on ReLU", "output y = x -> ReLU(frozen = true)", "2:17", "ReLU has no parameters to freeze"),
     ("frozen on FrozenBatchNorm2d", "output y = x -> FrozenBatchNorm2d(frozen = true)", "2:17",
      "FrozenBatchNorm2d has no parameters to freeze (it holds buffers only)"),

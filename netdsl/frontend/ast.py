@@ -142,6 +142,12 @@ class FreezePath(Node):
     parts: list           # strs
 
 
+class Splice(Node):
+    """``...Name(args)``: a chain block applied to the current tensor, its layers named in
+    the enclosing scope (continuing a group's numbering) rather than under a name of its own."""
+    callee: Callee
+
+
 class Freeze(Node):
     """``freeze a, b.c``: the parameters under those paths are not trained."""
     paths: list           # FreezePaths
@@ -161,6 +167,11 @@ class BlockDef(Node):
     outputs: Optional[list]
     doc: Optional[str]
     body: list
+
+
+class SeqBlockDef(BlockDef):
+    """``block Name(params) [ "doc" stmts ]``: a chain block whose body is a group, so its
+    unnamed items are numbered 0, 1, 2, ... inside each instance (torch's nn.Sequential)."""
 
 
 class NetworkDef(Node):

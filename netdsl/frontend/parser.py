@@ -50,12 +50,27 @@ _TERMINAL_NAMES = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
     "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'",
-    "MINUS": "'-'", "PLUS": "'+'", "__ANON_0": "'->'", "__ANON_1": "'**'", "$END": "end of file",
+    "MINUS": "'-'", "PLUS": "'+'", "SEMICOLON": "';'", "$END": "end of file",
 }
 
 
+@lru_cache(maxsize=1)
+def _anonymous_terminals() -> dict:
+    """Lark numbers the terminals it names itself ('->', '**', '...': __ANON_0, ...) in the
+    grammar's order; their text comes from the reference parser."""
+    return {t.name: f"'{t.pattern.value}'" for t in _parser().terminals if t.name.startswith("__ANON")}
+
+
+def _terminal_name(t: str) -> str:
+    if t in _TERMINAL_NAMES:
+        return _TERMINAL_NAMES[t]
+    if t.startswith("__ANON"):
+        return _anonymous_terminals().get(t, t)
+    return f"'{t.lower()}'" if t.isalpha() else t
+
+
 def _describe_expected(expected) -> str:
-    names = sorted({_TERMINAL_NAMES.get(t, f"'{t.lower()}'" if t.isalpha() else t) for t in expected})
+    names = sorted({_terminal_name(t) for t in expected})
     if len(names) > 6:
         return ""
     return " (expected " + ", ".join(names[:-1]) + (" or " if len(names) > 1 else "") + names[-1] + ")"
@@ -178,8 +193,47 @@ def _syntax_error(e, source: Source) -> ParseError:
                     "block B() (x) -> y { ... }")
         if tok.type in ("IF", "ELSE"):
             msg += "; a conditional expression at statement level needs brackets: x = (a if c else b)"
+        accepts = set(e.accepts or e.expected or ())
+        if tok.type == "LSQB" and "SEMICOLON" in accepts:      # in a group, right after `q = x -> A`
+            msg += ("; to start an anonymous group after a statement that ends in an expression, end "
+                    "that statement with ';': q = x -> A;")
+        elif tok.type == "LSQB" and {"RETURN", "FREEZE"} & accepts:      # a { } body
+            msg += ("; an anonymous group [ ... ] stands only inside a group (or a sequential block's "
+                    "body); in a { } body name it: g: [ ... ]")
+        bracket = _index_on_new_line(e)
+        if bracket is not None:     # `m = s[0]` then `[ ... ]` on the next line: read as s[0][...]
+            msg = (f"this '[' indexes the expression before it (as in xs[0]), so what follows does not "
+                   f"parse ({msg} at {line}:{col}); to start an anonymous group after a statement that "
+                   f"ends in an expression, end that statement with ';': m = s[0];")
+            line, col = bracket.line, bracket.column
     end = col + 1
     return ParseError(msg, Span(source, line, col, line, end))
+
+
+# what an index may follow: the trees of expressions (a ?rule over one child leaves no tree)
+_EXPRESSION_TREES = frozenset({"var", "int_lit", "float_lit", "str_lit", "true_lit", "false_lit", "list_lit",
+                               "tuple_lit", "call", "index", "attr", "pipeline", "cond_expr", "or_op",
+                               "and_op", "not_op", "compare", "binop", "pow_op", "neg", "pos"})
+
+
+def _index_on_new_line(e):
+    """The '[' of an index that the parser was inside when it failed, where that '[' starts a
+    line below the expression it indexes: most likely an anonymous group written right after
+    an assignment (which needs a ';'). None otherwise."""
+    try:
+        stack = e.interactive_parser.parser_state.value_stack
+    except AttributeError:
+        return None
+    for i in range(len(stack) - 1, 0, -1):
+        tok, before = stack[i], stack[i - 1]
+        if getattr(tok, "type", None) != "LSQB":
+            continue
+        meta = getattr(before, "meta", None)
+        if getattr(before, "data", None) in _EXPRESSION_TREES and meta is not None \
+                and not getattr(meta, "empty", True) and tok.line > meta.end_line:
+            return tok
+        return None
+    return None
 
 
 def _unquote(tok: Token, source: Source) -> str:
@@ -251,6 +305,16 @@ class _ToAST:
         ins, outs = sig if sig else (None, None)
         return A.BlockDef(self._span(meta), str(name), params or [], ins, outs, doc, body)
 
+    def seq_block_def(self, meta, c):
+        name, params, (doc, body) = c
+        return A.SeqBlockDef(self._span(meta), str(name), params or [], None, None, doc, body)
+
+    def seq_body(self, meta, c):
+        return self.body(meta, c)
+
+    def gbody(self, meta, c):
+        return (None, list(c))
+
     def network_def(self, meta, c):
         name, params, (doc, body) = c
         return A.NetworkDef(self._span(meta), str(name), params or [], doc, body)
@@ -269,6 +333,15 @@ class _ToAST:
 
     def label(self, meta, c):
         return c[0]
+
+    def anon_group(self, meta, c):
+        return A.LayerStmt(self._span(meta), A.Stage(self._span(meta), None, c[0]))
+
+    def splice_stmt(self, meta, c):
+        return A.Splice(self._span(meta), c[0])
+
+    def dash(self, meta, c):
+        return "-"
 
     def name_tpl(self, meta, c):
         parts = [str(p) if isinstance(p, str) else p for p in c if p is not None]   # tokens are strs
@@ -312,16 +385,30 @@ class _ToAST:
         return list(c)
 
     def output_decl(self, meta, c):
-        return A.OutputDecl(self._span(meta), str(c[0]), c[1])
+        return A.OutputDecl(self._span(meta), str(c[0]), c[1] if len(c) > 1 else None)
+
+    output_set = output_decl
 
     def param_decl(self, meta, c):
-        return A.ParamDecl(self._span(meta), c[0], str(c[1]), c[2] or [], c[3])
+        return A.ParamDecl(self._span(meta), c[0], str(c[1]), c[2] or [], c[3] if len(c) > 3 else None)
+
+    param_init = param_decl
 
     def freeze_stmt(self, meta, c):
         return A.Freeze(self._span(meta), list(c))
 
     def freeze_path(self, meta, c):
-        return A.FreezePath(self._span(meta), [str(t) for t in c])
+        parts, join = [], False
+        for t in c:
+            if t == "-":            # dash: the next token continues this segment (block1-0)
+                parts[-1] += "-"
+                join = True
+            elif join:
+                parts[-1] += str(t)
+                join = False
+            else:
+                parts.append(str(t))
+        return A.FreezePath(self._span(meta), parts)
 
     def callee(self, meta, c):
         return A.Callee(self._span(meta), str(c[0]), c[1])

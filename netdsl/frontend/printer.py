@@ -18,6 +18,8 @@ def _item(it) -> str:
         kind = "network" if isinstance(it, A.NetworkAlias) else "block"
         return f"{kind} {it.name} = {it.target}({_args(it.args)})"
     params = ", ".join(_param(p) for p in it.params)
+    if isinstance(it, A.SeqBlockDef):
+        return f"block {it.name}({params}) " + _body(it.body, 0, it.doc, open_="[", close="]")
     if isinstance(it, A.BlockDef):
         head = f"block {it.name}({params})"
         if it.inputs is not None:
@@ -43,9 +45,22 @@ def _body(stmts, depth: int, doc=None, open_="{", close="}") -> str:
     lines = [open_]
     if doc is not None:
         lines.append(pad + _str(doc))
-    lines += [pad + stmt(s, depth + 1) for s in stmts]
+    for i, s in enumerate(stmts):
+        line = pad + stmt(s, depth + 1)
+        if i + 1 < len(stmts) and _ends_in_expression(s) and _anonymous_group(stmts[i + 1]):
+            line += ";"     # else the group's '[' would index the expression (see the grammar)
+        lines.append(line)
     lines.append(_INDENT * depth + close)
     return "\n".join(lines)
+
+
+def _ends_in_expression(s) -> bool:
+    return (isinstance(s, (A.Assign, A.Return)) or (isinstance(s, A.OutputDecl) and s.value is not None)
+            or (isinstance(s, A.ParamDecl) and s.init is not None))
+
+
+def _anonymous_group(s) -> bool:
+    return isinstance(s, A.LayerStmt) and s.stage.label is None and isinstance(s.stage.target, A.Group)
 
 
 def stmt(s, depth: int = 0) -> str:
@@ -75,6 +90,9 @@ def stmt(s, depth: int = 0) -> str:
         return f"output {s.name}" + (f" = {expr(s.value, depth)}" if s.value is not None else "")
     if isinstance(s, A.Freeze):
         return "freeze " + ", ".join(".".join(p.parts) for p in s.paths)
+    if isinstance(s, A.Splice):
+        t = s.callee
+        return "..." + t.name + (f"({_args(t.args)})" if t.args is not None else "")
     raise TypeError(type(s))
 
 
@@ -96,6 +114,11 @@ def _str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _operand(e, depth: int) -> str:
+    """An expression inside a larger one: a chain binds loosest of all, so it takes brackets."""
+    return f"({expr(e, depth)})" if isinstance(e, A.Pipeline) else expr(e, depth)
+
+
 def expr(e, depth: int = 0) -> str:
     if isinstance(e, A.Var):
         return e.name
@@ -112,17 +135,17 @@ def expr(e, depth: int = 0) -> str:
         inner = ", ".join(expr(x, depth) for x in e.items)
         return f"({inner},)" if len(e.items) == 1 else f"({inner})"
     if isinstance(e, A.BinOp):
-        return f"({expr(e.left, depth)} {e.op} {expr(e.right, depth)})"
+        return f"({_operand(e.left, depth)} {e.op} {_operand(e.right, depth)})"
     if isinstance(e, A.UnaryOp):
-        return f"(not {expr(e.operand, depth)})" if e.op == "not" else f"({e.op}{expr(e.operand, depth)})"
+        return f"(not {_operand(e.operand, depth)})" if e.op == "not" else f"({e.op}{_operand(e.operand, depth)})"
     if isinstance(e, A.CondExpr):
-        return f"({expr(e.then, depth)} if {expr(e.cond, depth)} else {expr(e.orelse, depth)})"
+        return f"({_operand(e.then, depth)} if {_operand(e.cond, depth)} else {_operand(e.orelse, depth)})"
     if isinstance(e, A.Call):
-        return f"{expr(e.func, depth)}({_args(e.args)})"
+        return f"{_operand(e.func, depth)}({_args(e.args)})"
     if isinstance(e, A.Index):
-        return f"{expr(e.obj, depth)}[{expr(e.index, depth)}]"
+        return f"{_operand(e.obj, depth)}[{expr(e.index, depth)}]"
     if isinstance(e, A.Attr):
-        return f"{expr(e.obj, depth)}.{e.name}"
+        return f"{_operand(e.obj, depth)}.{e.name}"
     if isinstance(e, A.Pipeline):
         return " -> ".join([expr(e.head, depth)] + [_stage(s, depth) for s in e.stages])
     raise TypeError(type(e))

@@ -294,6 +294,8 @@ class Elaborator(ExpressionEvaluator):
                 raise ShapeError("no tensor flows into this layer: declare an input first", st.span,
                                  frame.trace)
             frame.cursor = self._apply_stage(st.stage, frame.cursor, frame)
+        elif isinstance(st, A.Splice):
+            frame.cursor = self._splice(st, frame)
         elif isinstance(st, A.Assign):
             value = self._eval(st.value, frame)
             if len(st.names) == 1:
@@ -428,16 +430,23 @@ class Elaborator(ExpressionEvaluator):
                 raise TypeMismatchError(f"a param's dims must be ints known at compile time, got {what}",
                                         d.span, frame.trace)
             dims.append(v)
+        if not dims:        # a rank-0 tensor: neither target builds one (torch.zeros() takes a size)
+            raise ValueRangeError("a param needs at least one dim: write f32[1] for a single number",
+                                  st.span, frame.trace)
         init = self._eval(st.init, frame) if st.init is not None else Init("zeros")
-        if not isinstance(init, Init) or init.kind not in ("zeros", "ones", "normal", "uniform"):
+        if not isinstance(init, Init) or init.kind not in ("zeros", "ones", "constant", "normal", "uniform"):
             got = f"{init.kind}()" if isinstance(init, Init) else _a(type_name(init))
-            raise TypeMismatchError(f"a param starts from zeros(), ones(), normal(std) or uniform(bound), "
-                                    f"got {got}", st.init.span, frame.trace)
+            raise TypeMismatchError(f"a param starts from zeros(), ones(), constant(value), normal(std) or "
+                                    f"uniform(bound), got {got}", st.init.span, frame.trace)
         label = self._label(st.label, frame)
         if label in BUILTINS or label in self.ops:
             raise NameLookupError(f"cannot name a param '{label}': it names a built-in", st.span, frame.trace)
-        value = self._apply_op(self.ops["parameter"], [], {"shape": dims, "init": init.kind,
-                                                           "scale": init.scale}, [], label, st.span, frame)
+        if "-" in label:        # the name binds the tensor, and `a-b` in an expression is a subtraction
+            raise NameLookupError(f"'{label}' cannot name a param: its name is also the tensor's name in "
+                                  "expressions, where '-' subtracts (use _)", st.label.span, frame.trace)
+        attrs = {"shape": dims, "init": init.kind}
+        attrs["value" if init.kind == "constant" else "scale"] = init.scale
+        value = self._apply_op(self.ops["parameter"], [], attrs, [], label, st.span, frame)
         frame.env[label] = value
         self.hints.setdefault(id(value), label)
 
@@ -493,7 +502,7 @@ class Elaborator(ExpressionEvaluator):
         label = self._label(stage.label, frame)
         target = stage.target
         if isinstance(target, A.Group):
-            path = frame.mscope.child(label, "seq", stage.span)
+            path = frame.mscope.child(label, "seq", stage.span, trace=frame.trace)
             scope = ModuleScope(path, index_mode=True)
             self.scopes.append(scope)
             saved_scope, saved_cursor = frame.mscope, frame.cursor
@@ -512,6 +521,27 @@ class Elaborator(ExpressionEvaluator):
                 raise TypeMismatchError(f"'->' needs a tensor on its left, got {type_name(v)}",
                                         stage.span, frame.trace)
         return self._call(fn, pos, kw, inputs, label, target.span, frame)
+
+    def _splice(self, st: A.Splice, frame: Frame):
+        """`...Name(args)`: a chain block applied to the current tensor, its layers named in
+        this scope (in a group, its unnamed items take the group's next indices)."""
+        target = st.callee
+        if frame.cursor is None:
+            raise ShapeError("no tensor flows into this splice: declare an input first", st.span, frame.trace)
+        fn = self._lookup(target.name, target.span, frame, callable_only=True)
+        if isinstance(fn, OpRef):
+            raise TypeMismatchError(f"'...' splices a block's layers into this scope; '{target.name}' is the "
+                                    f"layer {fn.spec.name}: apply it without '...'", st.span, frame.trace)
+        if not isinstance(fn, BlockRef):
+            raise TypeMismatchError(f"'...' splices a block, not {_a(type_name(fn))}", st.span, frame.trace)
+        if fn.defn.inputs is not None:
+            raise TypeMismatchError(f"block {fn.defn.name} has named inputs ({', '.join(fn.defn.inputs)}); "
+                                    "only a chain block (one input, x) can be spliced", st.span, frame.trace)
+        pos, kw = self._eval_args(target.args or [], frame) if target.args is not None else ([], {})
+        if not isinstance(frame.cursor, Value):
+            raise TypeMismatchError(f"'...' needs a tensor to flow into it, got {type_name(frame.cursor)}",
+                                    st.span, frame.trace)
+        return self._instantiate(fn, list(pos), kw, [frame.cursor], None, target.span, frame, splice=True)
 
     def _call(self, fn, pos, kw, inputs, label, span, frame):
         if isinstance(fn, OpRef):
@@ -585,7 +615,7 @@ class Elaborator(ExpressionEvaluator):
             spec.check_inputs(inputs, self._shape_ctx(op, span, frame))
         if frozen:
             params = frozen_params(op, params, span, frame.trace)
-        path = frame.mscope.child(label, snake(op), span)
+        path = frame.mscope.child(label, snake(op), span, trace=frame.trace)
         # without a dtypes rule an op keeps its first input's element type (select, reshape,
         # concat of int64 indices stay int64)
         dtypes = spec.dtypes(attrs, inputs) if spec.dtypes else \
@@ -653,7 +683,7 @@ class Elaborator(ExpressionEvaluator):
             raise ValueRangeError(f"{op}: a size in its arguments is zero", span, frame.trace) from None
         return attrs, outs, params, macs
 
-    def _instantiate(self, ref: BlockRef, pos, kw, inputs, label, span, frame):
+    def _instantiate(self, ref: BlockRef, pos, kw, inputs, label, span, frame, splice=False):
         defn = ref.defn
         trace = frame.trace
         self._steps += INSTANCE_STEPS
@@ -673,9 +703,12 @@ class Elaborator(ExpressionEvaluator):
                                     f"{'s' * (len(in_names) != 1)}, got {len(inputs)}", span, trace)
         for n, v in zip(in_names, inputs):
             env[n] = v
-        path = frame.mscope.child(label, snake(defn.name), span)
-        scope = ModuleScope(path)
-        self.scopes.append(scope)
+        if splice:      # `...Name(args)`: its layers are named in the enclosing scope
+            scope = frame.mscope
+        else:           # a sequential block numbers its unnamed items, as a group does
+            path = frame.mscope.child(label, snake(defn.name), span, trace=trace)
+            scope = ModuleScope(path, index_mode=isinstance(defn, A.SeqBlockDef))
+            self.scopes.append(scope)
         inner = Frame(env, scope, "chain" if defn.inputs is None else "dag", frame.depth + 1, call_trace)
         inner.ns = defn.ns
         inner.cursor = inputs[0]

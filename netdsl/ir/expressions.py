@@ -100,8 +100,11 @@ class ExpressionEvaluator:
             return not self._truth(v, e.operand.span, frame)
         if isinstance(v, D.Lin):
             return self._checked_dim(D.neg(v), e, frame) if e.op == "-" else v
+        if isinstance(v, Value):
+            return self._apply_op(self.ops["neg"], [], {}, [v], None, e.span, frame) if e.op == "-" else v
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeMismatchError(f"unary '{e.op}' needs a number, got {type_name(v)}", e.span, frame.trace)
+            raise TypeMismatchError(f"unary '{e.op}' needs a number or a tensor, got {type_name(v)}", e.span,
+                                    frame.trace)
         return _checked_number(-v, e.span, frame.trace) if e.op == "-" else v
 
     def _e_BinOp(self, e: A.BinOp, frame):
@@ -121,15 +124,22 @@ class ExpressionEvaluator:
         return self._value_binop(e, a, b, frame)
 
     def _tensor_binop(self, e, a, b, frame):
-        ops = {"+": "add", "*": "mul"}
+        """`+ - * /` of two tensors (broadcasting), or of a tensor and an int or float (the op's
+        `scalar`; `reverse` where the number is on the left)."""
+        ops = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
         if e.op not in ops:
-            raise TypeMismatchError(f"'{e.op}' is not defined on tensors (tensors support + and *)",
-                                    e.span, frame.trace)
-        if not (isinstance(a, Value) and isinstance(b, Value)):
-            other = b if isinstance(a, Value) else a
-            raise TypeMismatchError(f"'{e.op}' needs two tensors, got a tensor and {_a(type_name(other))}",
-                                    e.span, frame.trace)
-        return self._apply_op(self.ops[ops[e.op]], [], {}, [a, b], None, e.span, frame)
+            raise TypeMismatchError(f"'{e.op}' is not defined on tensors (tensors support + - * /, with a "
+                                    "tensor or a number, and unary -)", e.span, frame.trace)
+        if isinstance(a, Value) and isinstance(b, Value):
+            return self._apply_op(self.ops[ops[e.op]], [], {}, [a, b], None, e.span, frame)
+        tensor, other = (a, b) if isinstance(a, Value) else (b, a)
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            what = "a symbolic size (known only at run time)" if isinstance(other, D.Expr) \
+                else _a(type_name(other))
+            raise TypeMismatchError(f"'{e.op}' needs two tensors or a tensor and a number, got a tensor and "
+                                    f"{what}", e.span, frame.trace)
+        kw = {"scalar": other, "reverse": True} if tensor is b else {"scalar": other}
+        return self._apply_op(self.ops[ops[e.op]], [], kw, [tensor], None, e.span, frame)
 
     def _dim_binop(self, e, a, b, frame):
         def bad():
@@ -232,11 +242,27 @@ class ExpressionEvaluator:
         raise TypeMismatchError(f"{_a(type_name(fn))} cannot be called", e.span, frame.trace)
 
     def _e_Index(self, e: A.Index, frame):
-        obj, idx = self._eval(e.obj, frame), self._eval(e.index, frame)
+        # `t = x` then `[ ReLU ]` on the next line reads as x[ReLU]: say how to write a group there
+        # (';' ends a statement in groups only: a { } body has no anonymous groups at all)
+        group = ""
+        if e.index.span.line > e.obj.span.end_line:
+            group = ("; a '[' on the line after an assignment indexes its value: " +
+                     ("to start an anonymous group there, end the assignment with ';'"
+                      if getattr(frame.mscope, "index_mode", False) else
+                      "an anonymous group [ ... ] stands only inside a group; in a { } body name it: g: [ ... ]"))
+        obj = self._eval(e.obj, frame)
+        try:
+            idx = self._eval(e.index, frame)
+        except NameLookupError as err:      # `c = s[0]` then `[ Conv2d(c, 1) ]`: c is not bound yet
+            if group:
+                err.message += group
+                err.args = (err.message,)
+            raise
         if not isinstance(obj, (list, tuple, str)):
-            raise TypeMismatchError(f"{_a(type_name(obj))} cannot be indexed", e.span, frame.trace)
+            raise TypeMismatchError(f"{_a(type_name(obj))} cannot be indexed" + group, e.span, frame.trace)
         if isinstance(idx, bool) or not isinstance(idx, int):
-            raise TypeMismatchError(f"an index must be an int, got {type_name(idx)}", e.index.span, frame.trace)
+            raise TypeMismatchError(f"an index must be an int, got {type_name(idx)}" + group, e.index.span,
+                                    frame.trace)
         if not -len(obj) <= idx < len(obj):
             raise ValueRangeError(f"index {idx} is out of range for a {type_name(obj)} of length {len(obj)}",
                                   e.index.span, frame.trace)

@@ -35,7 +35,9 @@ class ParamSpec:
     shape: tuple                   # concrete ints
     init: str                      # "uniform" (bound = 1/sqrt(fan_in), or `scale`), "normal" (std =
                                    # `scale`), "ones", "zeros", "constant" (`scale`), "bilinear"
-                                   # (netdsl.ir.init: FCN's upsampling kernel, per channel)
+                                   # (netdsl.ir.init: FCN's upsampling kernel, per channel),
+                                   # "relative_position_index" (netdsl.weights: fan_in = window width),
+                                   # "relative_coords_table" (Swin V2's buffer, netdsl.weights)
     fan_in: int = 1
     buffer: bool = False           # running statistics: in the state_dict, not trained
     dtype: str = "float32"

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from ..errors import NameLookupError, Span
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_]+")     # a whole name: used with fullmatch
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")    # a whole name: used with fullmatch
 
 # The attributes torch.nn.Module assigns on a built module (train()/eval() set `training`,
 # compile() `_compiled_call_impl`, backward hooks `_is_full_backward_hook`): a child or a
@@ -24,7 +24,7 @@ def check_label(label: str, span: Span | None, trace: tuple = ()) -> str:
     key or a generated module could not hold (fullmatch: `$` would let a final newline by)."""
     if not _SEGMENT.fullmatch(label):
         shown = label if label.isprintable() else repr(label)[1:-1]
-        raise NameLookupError(f"'{shown}' is not a valid layer name (ASCII letters, digits and _ only)",
+        raise NameLookupError(f"'{shown}' is not a valid layer name (ASCII letters, digits, _ and - only)",
                               span, trace)
     if label in TORCH_ASSIGNED:
         raise NameLookupError(f"'{label}' cannot name a layer or param: torch's modules set an attribute "
@@ -53,19 +53,21 @@ class ModuleScope:
         self.taken: dict[str, Span | None] = {}
         self.auto: list[Segment] = []
 
-    def child(self, label: str | None, hint: str, span: Span | None, item: bool = True) -> tuple:
-        """The path of a new layer or block instance in this scope."""
+    def child(self, label: str | None, hint: str, span: Span | None, item: bool = True,
+              trace: tuple = ()) -> tuple:
+        """The path of a new layer or block instance in this scope (trace: the instantiations
+        that led here, for the error of a name used twice: a block spliced twice)."""
         if label is not None:      # checked by check_label where the elaborator builds it
             if label in self.taken:
                 first = self.taken[label]
                 where = f" (first used at {first.location()})" if first else ""
-                raise NameLookupError(f"the name '{label}' is already used in this scope{where}", span)
+                raise NameLookupError(f"the name '{label}' is already used in this scope{where}", span, trace)
             self.taken[label] = span
             seg = Segment(label)
         elif self.index_mode and item:
             name = str(self.counter)
             if name in self.taken:
-                raise NameLookupError(f"the name '{name}' is already used in this group", span)
+                raise NameLookupError(f"the name '{name}' is already used in this group", span, trace)
             self.taken[name] = span
             seg = Segment(name)
         else:

@@ -2,6 +2,7 @@
 and the guards that keep a spec from building absurdly large numbers, lists or sizes."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from ..errors import NameLookupError, TypeMismatchError, ValueRangeError, suggest
@@ -212,6 +213,93 @@ def _convert(fn, name, accepts):
     return call
 
 
+def _real(name: str, what: str, v, span) -> float:
+    """A number argument of a math built-in (ints and floats; not bools or symbolic sizes)."""
+    if isinstance(v, D.Lin):
+        raise TypeMismatchError(f"{name}(): {what} depends on the input size '{D.fmt(v)}', which is not "
+                                "known at compile time", span)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeMismatchError(f"{name}(): {what} must be a number, got {type_name(v)}", span)
+    return v
+
+
+def _arity(name: str, args, lo: int, hi: int, span):
+    if not lo <= len(args) <= hi:
+        want = f"{lo}" if lo == hi else f"{lo} or {hi}"
+        raise TypeMismatchError(f"{name}() takes {want} argument{'s' * (hi != 1)}, got {len(args)}", span)
+
+
+def _to_int(name: str, fn):
+    """round, ceil, floor: a number to the int Python's round / math.ceil / math.floor give."""
+    def call(span, *args):
+        _arity(name, args, 1, 1, span)
+        v = _real(name, "its argument", args[0], span)
+        try:
+            out = fn(v)
+        except (ValueError, OverflowError):
+            raise ValueRangeError(f"{name}() of {v!r} is not an integer", span) from None
+        return _checked_number(out, span, ())
+    return call
+
+
+def _builtin_sqrt(span, *args):
+    _arity("sqrt", args, 1, 1, span)
+    v = _real("sqrt", "its argument", args[0], span)
+    if v < 0:
+        raise ValueRangeError(f"sqrt() of a negative number ({v!r})", span)
+    try:
+        return math.sqrt(v)
+    except OverflowError:
+        raise ValueRangeError("sqrt(): number too large", span) from None
+
+
+def _builtin_log(span, *args):
+    _arity("log", args, 1, 2, span)
+    v = _real("log", "its argument", args[0], span)
+    if v <= 0:
+        raise ValueRangeError(f"log() of a number that is not positive ({v!r})", span)
+    if len(args) == 1:
+        return math.log(v)
+    base = _real("log", "the base", args[1], span)
+    if base <= 0 or base == 1:
+        raise ValueRangeError(f"log(): the base must be positive and not 1, got {base!r}", span)
+    return math.log(v, base)
+
+
+def _builtin_make_divisible(span, *args, **kw):
+    """torchvision's _make_divisible(v, divisor, min_value=None): v rounded to the nearest
+    multiple of divisor, at least min_value (default divisor), and not more than 10% below v."""
+    names = ("v", "divisor", "min_value")
+    if len(args) > 3:
+        raise TypeMismatchError(f"make_divisible() takes at most 3 arguments, got {len(args)}", span)
+    given = dict(zip(names, args))
+    for k, v in kw.items():
+        if k not in names:
+            raise NameLookupError(f"make_divisible() has no argument '{k}'" + suggest(k, names)
+                                  + f" (its arguments: {', '.join(names)})", span)
+        if k in given:
+            raise TypeMismatchError(f"make_divisible(): argument '{k}' given twice", span)
+        given[k] = v
+    if "v" not in given:
+        raise TypeMismatchError("make_divisible() needs its argument 'v' (a number)", span)
+    v = _real("make_divisible", "'v'", given["v"], span)
+    divisor = given.get("divisor", 8)
+    if isinstance(divisor, bool) or not isinstance(divisor, int):
+        raise TypeMismatchError(f"make_divisible(): 'divisor' must be an int, got {type_name(divisor)}", span)
+    if divisor <= 0:
+        raise ValueRangeError(f"make_divisible(): 'divisor' must be positive, got {divisor}", span)
+    min_value = given.get("min_value", divisor)
+    if isinstance(min_value, bool) or not isinstance(min_value, int):
+        raise TypeMismatchError(f"make_divisible(): 'min_value' must be an int, got {type_name(min_value)}", span)
+    try:
+        new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    except (ValueError, OverflowError):
+        raise ValueRangeError(f"make_divisible() of {v!r} is not a size", span) from None
+    if new_v < 0.9 * v:         # rounding down must not lose more than 10%
+        new_v += divisor
+    return _checked_number(new_v, span, ())
+
+
 def _checked_number(v, span, trace):
     """Compile-time ints are 64-bit: beyond that lies only runaway arithmetic (x = x * x in a loop)."""
     if isinstance(v, int) and not isinstance(v, bool) and not -MAX_INT <= v <= MAX_INT:
@@ -261,6 +349,12 @@ BUILTINS = {
     "float": Builtin("float", _convert(float, "float", (int, float, str))),
     "str": Builtin("str", _convert(str, "str", (int, float, str, bool))),
     "type": Builtin("type", lambda span, *args: _builtin_type(span, *args)),
+    "round": Builtin("round", _to_int("round", round)),       # half to even, as Python and torch.round
+    "ceil": Builtin("ceil", _to_int("ceil", math.ceil)),
+    "floor": Builtin("floor", _to_int("floor", math.floor)),
+    "sqrt": Builtin("sqrt", _builtin_sqrt),
+    "log": Builtin("log", _builtin_log),
+    "make_divisible": Builtin("make_divisible", _builtin_make_divisible, keywords=True),
 }
 BUILTINS.update({kind: Builtin(kind, _init_builtin(kind), keywords=True) for kind in INIT_SIGNATURES})
 

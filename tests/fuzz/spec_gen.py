@@ -118,6 +118,10 @@ class Gen:
             choices += ["linear", "linear", "bn1d", "layernorm"]
         else:
             choices += ["linear", "flatten"]
+        if r >= 3:      # the modern conv nets' channel shuffle, stochastic depth, channels-first LayerNorm
+            choices += ["shuffle", "depth"] + ["layernorm2d"] * (r == 4)
+        if r == 4:      # Swin's windowed attention and patch merging, read as [N, H, W, C]
+            choices += ["swin", "patch_merge"]
         for _ in range(8):
             kind = self.r.choice(choices)
             try:
@@ -129,6 +133,11 @@ class Gen:
         return "ReLU", s
 
     def op_act(self, s):
+        if self.chance(0.3):        # the mobile networks' activations (and PReLU's learned slopes)
+            acts = ["ReLU6", "Hardswish", "Hardsigmoid", "Mish", "PReLU", "PReLU(init = 0.1)"]
+            if len(s) >= 2 and s[1][1] is None and s[1][0] > 1:
+                acts.append(f"PReLU({s[1][0]})")
+            return self.r.choice(acts), s
         return self.r.choice(["ReLU", "SiLU", "Sigmoid", "Tanh", "GELU", "GELU(approximate = 'tanh')",
                               "LeakyReLU", "LeakyReLU(0.2)", "ELU", "ELU(alpha = 0.5)"]), s
 
@@ -365,6 +374,38 @@ class Gen:
         self._concrete(s[-1])
         return self.r.choice(["LayerNorm", "LayerNorm(eps = 0.001)", "LayerNorm(elementwise_affine = false)"]), s
 
+    def op_shuffle(self, s):
+        c = self._concrete(s[1])
+        groups = [g for g in range(2, c + 1) if c % g == 0] or [1]
+        return f"ChannelShuffle({self.r.choice(groups)})", s
+
+    def op_depth(self, s):
+        p = self.r.choice(["0.0", "0.2", "p = 0.5", "1.0"])
+        return self.r.choice([f"StochasticDepth({p})", f"StochasticDepth({p}, mode = 'batch')"]), s
+
+    def op_swin(self, s):
+        c = self._concrete(s[-1])
+        if c > 64:
+            raise _Fail
+        heads = self.r.choice([h for h in range(1, c + 1) if c % h == 0 and h <= 4])
+        win = self.r.choice([(2, 2), (3, 3), (2, 3), (4, 4)])
+        shift = tuple(self.r.randint(0, w - 1) for w in win)
+        args = [str(heads), f"window_size = {win[0] if win[0] == win[1] else list(win)}"]
+        if any(shift):
+            args.append(f"shift_size = {shift[0] if shift[0] == shift[1] else list(shift)}")
+        args += self.r.sample(["version = 2", "qkv_bias = false", "proj_bias = false", "dropout = 0.1",
+                               "attention_dropout = 0.2"], self.r.randint(0, 2))
+        return f"ShiftedWindowAttention({', '.join(args)})", s
+
+    def op_patch_merge(self, s):
+        n, h, w, c = s
+        c4 = (4 * c[0], None if c[1] is None else f"4*{c[1]}")
+        return "patch_merge", (n, self._sp(h, -(-h[0] // 2), "pm"), self._sp(w, -(-w[0] // 2), "pm"), c4)
+
+    def op_layernorm2d(self, s):
+        self._concrete(s[1])
+        return self.r.choice(["LayerNorm2d", "LayerNorm2d(eps = 1e-6)", "LayerNorm2d(elementwise_affine = false)"]), s
+
     def op_linear(self, s):
         f = self._concrete(s[-1])
         if f > 2048:
@@ -590,17 +631,37 @@ class Gen:
 
     def join(self):
         kind = self.r.choice(["add", "mul", "gate", "concat", "crop", "resize_like", "matmul", "cls", "qkv",
-                              "topk", "take"])
+                              "topk", "take", "sub", "div", "scalar", "scalar", "chunk", "window"])
         if kind in ("topk", "take"):
             return self.select_stmt(kind)
+        if kind == "chunk":
+            return self.chunk_stmt()
         src = self.pick()
+        if kind == "matmul":        # a fitting [N, L, E] tensor where there is one: matmul stays common
+            src = self.pick(lambda t: len(t) == 3 and t[2][0] <= 64) or src
         s = self.tensors[src]
         dst = self.fresh()
-        if kind in ("add", "mul"):
+        if kind == "div":
+            # a denominator in (0.5, 1.5): sigmoid's, plus a number
+            other = self.pick(lambda t: t == s and t is not None) or src
+            self.emit(f"{dst} = {src} / (({other} -> Sigmoid) + 0.5)")
+            self.tensors[dst] = s
+        elif kind == "scalar":
+            # tensor-and-number arithmetic (`x * 2`, `1 - x`, `x / 6`) and unary minus
+            num = self.r.choice(["2", "3", "6", "0.5", "-1.5", "1e-3", "0"])
+            op = self.r.choice("+-*/" if num != "0" else "+-*")
+            form = self.r.choice(["{t} {op} {n}", "{n} {op} {t}", "-{t}", "-{t} {op} {n}"])
+            if op == "/" and form.startswith("{n}"):        # a number over the tensor: keep it away from 0
+                t = f"(({src} -> Sigmoid) + 0.5)"
+            else:
+                t = src
+            self.emit(f"{dst} = " + form.format(t=t, op=op, n=num))
+            self.tensors[dst] = s
+        elif kind in ("add", "mul", "sub"):
             other = self.pick(lambda t: t == s and t is not None)
             if other is None:
                 other = src
-            op = "+" if kind == "add" else "*"
+            op = {"add": "+", "mul": "*", "sub": "-"}[kind]
             if other == src and self.chance(0.5):
                 # the residual pattern: x + (x -> shape-preserving layers)
                 stages, out = self.chain(s, 1)
@@ -610,6 +671,23 @@ class Gen:
             else:
                 self.emit(f"{dst} = {src} {op} {other}")
             self.tensors[dst] = s
+        elif kind == "window" and len(s) == 4 and s[1][1] is None:
+            # MaxViT: p x p windows, attention within each (grid attention: the windows transposed),
+            # and back. p divides H and W at every size: 2 or 3 only for fixed H and W.
+            (h, hk), (w, wk), c = s[2], s[3], s[1][0]
+            p = self.r.choice([q for q in (1, 2, 3) if q == 1 or (hk is None and wk is None
+                                                                  and h % q == 0 and w % q == 0)])
+            hd = self.r.choice([d for d in range(1, c + 1) if c % d == 0 and c // d <= 4])
+            grid = hk is None and wk is None and h == w and h // p <= 8 and self.chance(0.5)
+            swap = " -> transpose(1, 2)" if grid else ""
+            inner = (f"window_partition({src}, {p}){swap} -> {self.label()}"
+                     f"RelativePositionalMultiHeadAttention({hd}){swap}")
+            if hk is None and wk is None and self.chance(0.3):       # the windows themselves
+                self.emit(f"{dst} = {inner}")
+                self.tensors[dst] = (s[0], ((h // p) * (w // p), None), (p * p, None), (c, None))
+            else:
+                self.emit(f"{dst} = window_departition({inner}, {p}, like = {src})")
+                self.tensors[dst] = s
         elif kind == "gate" and len(s) == 4:
             self.emit(f"{dst} = {src} * ({src} -> GlobalAvgPool2d -> Sigmoid)")
             self.tensors[dst] = s
@@ -626,7 +704,7 @@ class Gen:
             self.emit(f"{dst} = concat({', '.join(parts)}{dim})")
             self.tensors[dst] = (*s[:d], (cat, key), *s[d + 1:])
         elif kind == "crop" and len(s) >= 3:
-            at_offset = self.chance(0.4)     # crop(..., offset =) against a smaller tensor, else center_crop
+            at_offset = self.chance(0.5)     # crop(..., offset =) against a smaller tensor, else center_crop
 
             def fits(t):
                 if len(t) != len(s) or any(a[0] < b[0] for a, b in zip(s[2:], t[2:])):
@@ -664,6 +742,11 @@ class Gen:
             self.tensors[dst] = (s[0], s[1], *self.tensors[like][2:])
         elif kind == "matmul" and len(s) == 3 and s[2][0] <= 64:
             self.emit(f"{dst} = matmul({src}, transpose({src}, 1, 2))")
+            self.tensors[dst] = (s[0], s[1], s[1])
+        elif kind == "matmul" and len(s) == 4 and s[1][0] <= 64:
+            # the channels' Gram matrix (style transfer's): [N, C, H W] times [N, H W, C]
+            flat = f"({src} -> Flatten(2))"
+            self.emit(f"{dst} = matmul({flat}, transpose({flat}, 1, 2))")
             self.tensors[dst] = (s[0], s[1], s[1])
         elif kind == "qkv" and len(s) == 3 and s[2][1] is None:
             # cross-attention: queries from src, keys and values from a tensor with the same E
@@ -707,6 +790,34 @@ class Gen:
             self.emit(f"{dst} = take(x, {idx})")
             self.tensors[dst] = ((min(k, s[0][0]), None),) + tuple(s[1:])
         self.features.add("select_" + kind)
+
+    def chunk_stmt(self):
+        """`p, q, ... = chunk(t, k, dim = d)` (or chained): the parts torch.chunk makes, k - 1 of
+        ceil(size / k) and the rest (fewer than k where that leaves nothing); along a symbolic dim
+        k parts, where the representative size makes k (the checker requires it)."""
+        src = self.pick(lambda t: len(t) >= 2)
+        s = self.tensors[src]
+        d = self.r.randrange(1, len(s))
+        rep, key = s[d]
+        if key is None:
+            k = self.r.randint(1, min(rep, 4) + 1)
+            step = -(-rep // k)
+            sizes = [(min(step, rep - i), None) for i in range(0, rep, step)]
+        else:
+            ks = [k for k in (2, 3) if rep - (k - 1) * -(-rep // k) >= 1]
+            if not ks:
+                return self.join()
+            k = self.r.choice(ks)
+            step = -(-rep // k)
+            sizes = [(step, f"chunk{k}({key})")] * (k - 1) + [(rep - (k - 1) * step, f"chunk{k}last({key})")]
+            self.features.add("chunk_sym")
+        names = [self.fresh() for _ in sizes]
+        dim = f", dim = {d - len(s) if self.chance(0.3) else d}" if d != 1 or self.chance(0.3) else ""
+        call = f"chunk({src}, {k}{dim})" if self.chance(0.6) else f"{src} -> {self.label()}chunk({k}{dim})"
+        self.emit(f"{', '.join(names)} = {call}")
+        for n, size in zip(names, sizes):
+            self.tensors[n] = tuple(size if i == d else x for i, x in enumerate(s))
+        self.features.add("chunk")
 
     def loop(self):
         src = self.pick(lambda t: len(t) == 4 and t[1][1] is None)

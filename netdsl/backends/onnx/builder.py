@@ -116,6 +116,32 @@ class OnnxBuilder:
             kw["end"] = end
         return self.add("Shape", [x], hint, **kw)
 
+    def size(self, x: str, shape, axis: int, hint: str = "len"):
+        """shape[axis] of the value x: an int where static, else a [1] int64 tensor (from the
+        graph inputs' sizes where it can, else read from x at run time)."""
+        d = shape[axis]
+        if D.is_static(d):
+            return int(d)
+        return self.input_dim(d, hint) or self.shape_dims(x, axis, axis + 1, hint)
+
+    def shape_of_parts(self, parts: list, hint: str) -> str:
+        """A 1-D int64 shape from ints and [1] int64 tensors (as `size` gives): one constant
+        where all are ints, else a Concat with each run of ints as one constant."""
+        if all(isinstance(x, int) for x in parts):
+            return self.ints(parts, hint)
+        pieces, run = [], []
+        for x in parts:
+            if isinstance(x, int):
+                run.append(x)
+                continue
+            if run:
+                pieces.append(self.ints(run))
+                run = []
+            pieces.append(x)
+        if run:
+            pieces.append(self.ints(run))
+        return self.add("Concat", pieces, hint, axis=0)
+
     def input_dim(self, d, hint="dim") -> str | None:
         """[1] int64: the symbolic dim `d` computed from the graph inputs' shapes, or None when it
         involves a symbol that no input dim holds. Shape of a graph input, then integer

@@ -69,6 +69,17 @@ def _linear(b, node, ins, outs):
         args = [ins[0], w] + ([b.weight(node, "bias")] if a["bias"] else [])
         b.add("Gemm", args, outs, transB=1)
         return
+    if node.inputs[0].rank == 4 and a["bias"]:
+        # [N, H, W, C] (channels-last, ConvNeXt's and Swin's MLPs): as one Gemm over [N*H*W, C],
+        # the form onnxruntime gives MatMul + Add itself when the sizes are fixed. On symbolic
+        # sizes it cannot, and it then fuses the Add into the following GELU instead, which is slower.
+        flat = b.add("Reshape", [ins[0], b.ints([-1, node.inputs[0].shape[-1]])], "rows")
+        y = b.add("Gemm", [flat, w, b.weight(node, "bias")], "gemm", transB=1)
+        lead = node.outputs[0].shape[:-1]
+        shape = b.ints([*lead, a["out_features"]]) if all(D.is_static(d) for d in lead) else \
+            b.add("Concat", [b.shape_dims(ins[0], 0, 3), b.ints([a["out_features"]])], "shape", axis=0)
+        b.add("Reshape", [y, shape], outs)
+        return
     wt = b.add("Transpose", [w], "weight_t", perm=[1, 0])
     if not a["bias"]:
         b.add("MatMul", [ins[0], wt], outs)
@@ -178,6 +189,44 @@ def _softmax(b, node, ins, outs):
 @emitter("LogSoftmax")
 def _log_softmax(b, node, ins, outs):
     b.add("LogSoftmax", ins, outs, axis=node.attrs["dim"])
+
+
+@emitter("ReLU6")
+def _relu6(b, node, ins, outs):
+    b.add("Clip", [ins[0], b.const(np.float32(0.0), "zero"), b.const(np.float32(6.0), "six")], outs)
+
+
+@emitter("Hardsigmoid")
+def _hardsigmoid(b, node, ins, outs):
+    """torch's relu6(x + 3) / 6 is ONNX's max(0, min(1, x / 6 + 0.5))."""
+    b.add("HardSigmoid", ins, outs, alpha=1.0 / 6, beta=0.5)
+
+
+@emitter("Hardswish")
+def _hardswish(b, node, ins, outs):
+    if b.opset >= 14:
+        b.add("HardSwish", ins, outs)
+        return
+    b.add("Mul", [ins[0], b.add("HardSigmoid", ins, "hardsigmoid", alpha=1.0 / 6, beta=0.5)], outs)
+
+
+@emitter("Mish")
+def _mish(b, node, ins, outs):
+    if b.opset >= 18:
+        b.add("Mish", ins, outs)
+        return
+    b.add("Mul", [ins[0], b.add("Tanh", [b.add("Softplus", ins, "softplus")], "tanh")], outs)
+
+
+@emitter("PReLU")
+def _prelu(b, node, ins, outs):
+    """The slope [C] reshaped to [C, 1, ..., 1], so that it broadcasts over dim 1 (ONNX
+    broadcasts from the last dim); a single slope [1] broadcasts as it is."""
+    w = b.weight(node, "weight")
+    n, rank = node.attrs["num_parameters"], node.inputs[0].rank
+    if n > 1 and rank > 2:
+        w = b.add("Reshape", [w, b.ints([n] + [1] * (rank - 2))], "slope")
+    b.add("PRelu", [ins[0], w], outs)
 
 
 # ---- pooling ------------------------------------------------------------------------------
@@ -347,8 +396,19 @@ def _lp_pool(b, node, ins, outs):
 
 
 # ---- tensor functions ----------------------------------------------------------------------
-EMITTERS["add"] = _simple("Add")
-EMITTERS["mul"] = _simple("Mul")
+@emitter("add", "sub", "mul", "div")
+def _arith(b, node, ins, outs):
+    """Two tensors, or a tensor and its number as a float32 scalar constant (on the left where
+    the spec wrote it there: `1 - x`)."""
+    op_type = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div"}[node.op]
+    if len(ins) == 2:
+        b.add(op_type, ins, outs)
+        return
+    num = b.const(np.float32(node.attrs["scalar"]), "scalar")
+    b.add(op_type, [num, ins[0]] if node.attrs["reverse"] else [ins[0], num], outs)
+
+
+EMITTERS["neg"] = _simple("Neg")
 
 
 @emitter("concat")
@@ -787,3 +847,7 @@ def _take(b, node, ins, outs):
 
 
 from . import detection_post  # noqa: E402,F401  (registers rpn_proposals, sample_rois, detect_postprocess)
+from . import maxvit  # noqa: E402,F401  (window_partition, window_departition, RelativePositionalMultiHeadAttention)
+
+from . import channels  # noqa: E402,F401  (ChannelShuffle, chunk, StochasticDepth, LayerNorm2d)
+from . import swin  # noqa: E402,F401  (ShiftedWindowAttention, patch_merge)

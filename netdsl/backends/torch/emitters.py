@@ -121,11 +121,31 @@ EMITTERS["LeakyReLU"] = TorchEmitter(lambda n, ins, m: f"F.leaky_relu({ins[0]}, 
 EMITTERS["ELU"] = TorchEmitter(lambda n, ins, m: f"F.elu({ins[0]}, {n.attrs['alpha']!r})")
 EMITTERS["GELU"] = TorchEmitter(
     lambda n, ins, m: f"F.gelu({ins[0]}" + (", approximate='tanh')" if n.attrs["approximate"] == "tanh" else ")"))
-EMITTERS["SiLU"] = TorchEmitter(lambda n, ins, m: f"F.silu({ins[0]})")
+# In place where the input is dead and its producer does not need it for backward (a conv or
+# BatchNorm output), as torchvision's Conv2dNormActivation builds its activations (inplace=True):
+# it saves an allocation per layer, which shows at larger batches.
+EMITTERS["SiLU"] = TorchEmitter(lambda n, ins, m: f"F.silu({ins[0]})",
+                                inplace=lambda n, ins, m: f"F.silu({ins[0]}, inplace=True)")
 EMITTERS["Sigmoid"] = TorchEmitter(lambda n, ins, m: f"torch.sigmoid({ins[0]})")
 EMITTERS["Tanh"] = TorchEmitter(lambda n, ins, m: f"torch.tanh({ins[0]})")
 EMITTERS["Softmax"] = TorchEmitter(lambda n, ins, m: f"F.softmax({ins[0]}, dim={n.attrs['dim']})")
 EMITTERS["LogSoftmax"] = TorchEmitter(lambda n, ins, m: f"F.log_softmax({ins[0]}, dim={n.attrs['dim']})")
+EMITTERS["ReLU6"] = TorchEmitter(lambda n, ins, m: f"F.relu6({ins[0]})",
+                                 inplace=lambda n, ins, m: f"F.relu6({ins[0]}, inplace=True)")
+EMITTERS["Hardswish"] = TorchEmitter(lambda n, ins, m: f"F.hardswish({ins[0]})",
+                                     inplace=lambda n, ins, m: f"F.hardswish({ins[0]}, inplace=True)")
+EMITTERS["Hardsigmoid"] = TorchEmitter(lambda n, ins, m: f"F.hardsigmoid({ins[0]})")
+EMITTERS["Mish"] = TorchEmitter(lambda n, ins, m: f"F.mish({ins[0]})")
+
+
+def _prelu_module(n):
+    a = n.attrs
+    args = ([str(a["num_parameters"])] if a["num_parameters"] != 1 else []) + \
+        ([f"init={a['init']!r}"] if a["init"] != 0.25 else [])
+    return f"nn.PReLU({', '.join(args)})"
+
+
+EMITTERS["PReLU"] = TorchEmitter(_first, _prelu_module)
 
 
 # ---- pooling ------------------------------------------------------------------------------
@@ -177,9 +197,33 @@ EMITTERS["LPPool2d"] = TorchEmitter(_lp_call)
 
 
 # ---- tensor functions ----------------------------------------------------------------------
-EMITTERS["add"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} + {ins[1]}",
-                               inplace=lambda n, ins, m: f"{ins[0]}.add_({ins[1]})")
-EMITTERS["mul"] = TorchEmitter(lambda n, ins, m: f"{ins[0]} * {ins[1]}")
+def _operands(n, ins) -> tuple:
+    """The left and right operands: two tensors, or a tensor and its number (`x * 2.0`,
+    `1.0 - x`), in the order the spec wrote them."""
+    if len(ins) == 2:
+        return ins[0], ins[1]
+    num = repr(float(n.attrs["scalar"]))
+    return (num, ins[0]) if n.attrs["reverse"] else (ins[0], num)
+
+
+def _arith(sym):
+    def call(n, ins, m):
+        left, right = _operands(n, ins)
+        return f"{left} {sym} {right}"
+    return call
+
+
+def _add_inplace(n, ins, m):
+    """`out += identity` (a residual, see codegen._may_overwrite), or `x += 2.0`."""
+    other = ins[1] if len(ins) == 2 else repr(float(n.attrs["scalar"]))
+    return f"{ins[0]}.add_({other})"
+
+
+EMITTERS["add"] = TorchEmitter(_arith("+"), inplace=_add_inplace)
+EMITTERS["sub"] = TorchEmitter(_arith("-"))
+EMITTERS["mul"] = TorchEmitter(_arith("*"))
+EMITTERS["div"] = TorchEmitter(_arith("/"))
+EMITTERS["neg"] = TorchEmitter(lambda n, ins, m: f"-{ins[0]}")
 EMITTERS["concat"] = TorchEmitter(lambda n, ins, m: f"torch.cat([{', '.join(ins)}], dim={n.attrs['dim']})")
 EMITTERS["center_crop"] = TorchEmitter(lambda n, ins, m: f"center_crop({ins[0]}, {ins[1]})",
                                        helpers=("center_crop",))
@@ -298,6 +342,8 @@ def _parameter_module(n):
         return f"nn.Parameter(torch.empty({dims}).normal_(std={a['scale']!r}))"
     if spec.init == "uniform":
         return f"nn.Parameter(torch.empty({dims}).uniform_({-a['scale']!r}, {a['scale']!r}))"
+    if spec.init == "constant":
+        return f"nn.Parameter(torch.full(({dims},), {spec.scale!r}))"
     return f"nn.Parameter(torch.{spec.init}({dims}))"
 
 
@@ -374,3 +420,7 @@ EMITTERS["take"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}[{ins[1]}]")
 
 
 from . import detection_emitters  # noqa: E402,F401 - registers the detection ops
+from . import maxvit_emitters  # noqa: E402,F401 - registers MaxViT's ops
+
+from . import channel_emitters  # noqa: E402,F401 - ChannelShuffle, chunk, StochasticDepth, LayerNorm2d
+from . import swin_emitters  # noqa: E402,F401 - ShiftedWindowAttention, patch_merge (Swin)

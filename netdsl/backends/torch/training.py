@@ -42,7 +42,8 @@ def init_lines(n: Node, ref: str) -> tuple:
     lines, helpers = [], []
     for attr, pname in _INIT_ATTRS:
         init = n.attrs.get(attr)
-        if init is not None and pname in n.params:
+        # (an initialiser value only: PReLU's `init =` is its slope's number, which nn.PReLU sets)
+        if getattr(init, "type_label", None) == "init" and pname in n.params:
             line, hs = _init_call(init, f"{ref}.{pname}")
             lines.append(line)
             helpers += hs

@@ -4,3 +4,6 @@ from . import attention, shape_ops  # noqa: F401
 from . import stochastic  # noqa: F401
 from . import select_ops  # noqa: F401
 from . import detection  # noqa: F401
+from . import channels  # noqa: F401
+from . import maxvit  # noqa: F401
+from . import swin  # noqa: F401

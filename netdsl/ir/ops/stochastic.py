@@ -13,25 +13,35 @@ from ..registry import AttrSpec, OpSpec, register
 from .pool import _infer_pool, _resolve_pool
 
 # Ops whose outputs are >= 0 whatever their inputs.
-NONNEG = frozenset({"ReLU", "Sigmoid", "Softmax"})
+NONNEG = frozenset({"ReLU", "Sigmoid", "Softmax", "ReLU6", "Hardsigmoid"})
 # Ops whose outputs are >= 0 when all their tensor inputs are (windows, reshaping, selection,
 # sums and products of such values).
 PRESERVING = frozenset({"Identity", "Dropout", "Flatten", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
                         "AdaptiveMaxPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "StochasticPool2d",
                         "LPPool2d", "SpatialPyramidPool2d", "LocalResponseNorm", "resize", "center_crop",
                         "crop", "concat", "reshape", "permute", "transpose", "expand", "select", "mean",
-                        "amax", "add", "mul"})
+                        "amax", "add", "mul", "div", "ChannelShuffle", "chunk", "StochasticDepth"})
 # Ops that give negative values in general, whatever their inputs.
 SIGNED = frozenset({"Conv1d", "Conv2d", "ConvTranspose2d", "Linear", "BatchNorm1d", "BatchNorm2d",
                     "FrozenBatchNorm2d", "LayerNorm", "Tanh", "LeakyReLU", "ELU", "SiLU", "GELU",
-                    "LogSoftmax", "matmul", "MultiheadAttention"})
+                    "LogSoftmax", "matmul", "MultiheadAttention", "Hardswish", "Mish", "PReLU", "sub", "neg",
+                    "LayerNorm2d"})
+
+
+def _signed(n) -> bool:
+    """Whether node n gives negative values in general. A tensor-and-number op (`x * 2`, `1 - x`)
+    does unless it adds, multiplies or divides by a number >= 0, or subtracts one <= 0."""
+    if n.op in ("add", "sub", "mul", "div") and n.attrs.get("scalar") is not None:
+        c = n.attrs["scalar"]
+        return (n.attrs["reverse"] or c > 0) if n.op == "sub" else c < 0
+    return n.op in SIGNED
 
 
 def sign_source(value):
     """The node that makes `value` negative in general, or None when `value` is non-negative or
     nothing is known (network inputs, `param` tensors, ops in no table). A value is signed
-    when its producer is SIGNED, or PRESERVING with a signed input (`x * x` of one input
-    excepted)."""
+    when its producer is SIGNED (see _signed), or PRESERVING with a signed input (`x * x` of one
+    input excepted)."""
     memo: dict = {}
     stack = [value]
     while stack:                    # iterative: a chain of thousands of reshapes is fine
@@ -42,7 +52,7 @@ def sign_source(value):
         n = v.producer
         if n is None or n.op in NONNEG or n.op not in PRESERVING | SIGNED:
             memo[id(v)] = None
-        elif n.op in SIGNED:
+        elif _signed(n):
             memo[id(v)] = n
         elif n.op == "mul" and len(n.inputs) == 2 and n.inputs[0] is n.inputs[1]:
             memo[id(v)] = None

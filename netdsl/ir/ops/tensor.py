@@ -1,9 +1,10 @@
-"""Multi-input tensor functions: add, mul, concat, center_crop, crop, resize."""
+"""Tensor functions: arithmetic (add, sub, mul, div, neg), concat, center_crop, crop, resize."""
 from __future__ import annotations
 
 import math
 import struct
 
+from ...errors import ValueRangeError
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
 
@@ -26,10 +27,43 @@ def _broadcast(a, shapes, ctx):
     return [tuple(out)]
 
 
-register(OpSpec("add", "Element-wise a + b with broadcasting; written `a + b`.", _broadcast,
-                inputs=2, function=True))
-register(OpSpec("mul", "Element-wise a * b with broadcasting; written `a * b`.", _broadcast,
-                inputs=2, function=True))
+# float32's largest finite value: a larger number would be inf in a float32 tensor's arithmetic
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _resolve_arith(a, shapes, ctx):
+    """Two tensors, or one tensor and `scalar` (a number; `reverse`: the number is on the
+    left, as in `1 - x`). The number is applied in float32, as torch does to a float32 tensor."""
+    if len(shapes) > 2:
+        ctx.fail(f"takes two tensors, or a tensor and a number, got {len(shapes)} tensors")
+    if (len(shapes) == 2) == (a["scalar"] is not None):
+        ctx.fail("takes two tensors, or one tensor and a number (scalar =), not "
+                 + ("both" if a["scalar"] is not None else "one tensor alone"))
+    if a["scalar"] is None:
+        if a["reverse"]:
+            ctx.fail("reverse = true applies to a number (scalar =) only")
+        return a
+    if abs(a["scalar"]) > _FLOAT32_MAX:
+        raise ValueRangeError(f"{ctx.op}: the number {a['scalar']:g} is out of float32's range (at most "
+                              f"{_FLOAT32_MAX:.7g})", ctx.span, ctx.trace)
+    if ctx.op == "div" and a["scalar"] == 0 and not a["reverse"]:
+        raise ValueRangeError(f"{ctx.op}: division by zero", ctx.span, ctx.trace)
+    return a
+
+
+def _infer_arith(a, shapes, ctx):
+    return [tuple(shapes[0])] if len(shapes) == 1 else _broadcast(a, shapes, ctx)
+
+
+_ARITH_ATTRS = (AttrSpec("scalar", "float", None, doc="the number, where the other operand is not a tensor"),
+                AttrSpec("reverse", "bool", False, keyword_only=True,
+                         doc="the number is the left operand (`1 - x`, `6 / x`)"))
+
+for _name, _sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/")):
+    register(OpSpec(_name, f"Element-wise a {_sym} b with broadcasting, written `a {_sym} b`; or of a tensor "
+                    f"and a number, `x {_sym} 2`, `2 {_sym} x` (scalar =, reverse =).", _infer_arith,
+                    _ARITH_ATTRS, inputs=None, function=True, resolve=_resolve_arith))
+register(OpSpec("neg", "Element-wise -x; written `-x`.", lambda a, s, ctx: [tuple(s[0])], function=True))
 
 
 def _resolve_concat(a, shapes, ctx):
