@@ -81,7 +81,7 @@ def test_chunk_follows_torch_chunk(size, chunks):
     names = [f"p{i}" for i in range(len(parts))]
     outs = "\n".join(f"    output {n} = {n}" for n in names)
     net = build(f"    {', '.join(names)} = chunk(x, {chunks})\n{outs}" if len(names) > 1 else
-                f"    output p0 = chunk(x, {chunks})", f"[N, {size}, L]")
+                f"    output p0 = chunk(x, {chunks})[0]", f"[N, {size}, L]")
     assert [v.shape[1] for _, v in net.graph.outputs] == [len(p) for p in parts]
     x = rand(2, size, 3)
     model, _ = session(net, net.init_weights())
@@ -349,3 +349,14 @@ def test_sign_analysis_follows_chunk():
     netdsl.loads(net("a, b = x -> ReLU -> chunk(2)\noutput y = b -> StochasticPool2d(2)")).summary()
     err = fail(net("a, b = x -> Conv2d(4, 1) -> chunk(2)\noutput y = b -> StochasticPool2d(2)"))
     assert "it comes from a Conv2d" in err.message
+
+
+def test_chunk_is_a_tuple_whatever_the_sizes():
+    """torch.chunk returns a tuple, also of one part; so does chunk, so that a spec's meaning
+    never depends on a size (2 chunks of 1 channel make one part, still a tuple)."""
+    net = build("    t = chunk(x, 2)\n    output y = t[0] -> ReLU\n    output n = x -> chunk(1) -> ReLU", "[N, 1, L]")
+    assert [(len(v.shape), v.shape[1]) for _, v in net.graph.outputs] == [(3, 1), (3, 1)]
+    ref, got = run_both(net, rand(2, 1, 3))
+    for r, o in zip(ref, got, strict=True):
+        np.testing.assert_allclose(r, o, atol=1e-6)
+        np.testing.assert_allclose(r, np.maximum(rand(2, 1, 3), 0), atol=1e-6)

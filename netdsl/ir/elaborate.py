@@ -625,7 +625,7 @@ class Elaborator(ExpressionEvaluator):
         for v in outputs:
             v.producer = node
         self.graph.nodes.append(node)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return outputs[0] if len(outputs) == 1 and not spec.tuple_result else tuple(outputs)
 
     def _check_attrs(self, spec: OpSpec, attrs: dict, span, frame):
         """Fill in defaults and check and normalise every argument, in place."""

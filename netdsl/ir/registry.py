@@ -58,6 +58,8 @@ class OpSpec:
                                               # every output float32
     dynamic: bool = False                     # makes data-dependent dims (ctx.dynamic): every
                                               # application gets fresh ones, so never cached
+    tuple_result: bool = False                # its outputs are a tuple even when there is one
+                                              # (chunk: how many parts depends on sizes)
 
     def attr(self, name: str) -> AttrSpec | None:
         for a in self.attrs:

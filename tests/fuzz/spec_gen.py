@@ -814,6 +814,8 @@ class Gen:
         names = [self.fresh() for _ in sizes]
         dim = f", dim = {d - len(s) if self.chance(0.3) else d}" if d != 1 or self.chance(0.3) else ""
         call = f"chunk({src}, {k}{dim})" if self.chance(0.6) else f"{src} -> {self.label()}chunk({k}{dim})"
+        if len(names) == 1:         # a tuple of one part
+            call = f"({call})[0]" if "->" in call else f"{call}[0]"
         self.emit(f"{', '.join(names)} = {call}")
         for n, size in zip(names, sizes):
             self.tensors[n] = tuple(size if i == d else x for i, x in enumerate(s))

@@ -69,16 +69,21 @@ def _linear(b, node, ins, outs):
         args = [ins[0], w] + ([b.weight(node, "bias")] if a["bias"] else [])
         b.add("Gemm", args, outs, transB=1)
         return
-    if node.inputs[0].rank == 4 and a["bias"]:
+    lead = node.outputs[0].shape[:-1]
+    static = all(D.is_static(d) for d in lead)
+    if node.inputs[0].rank == 4 and a["bias"] and (static or b.opset >= 14):
         # [N, H, W, C] (channels-last, ConvNeXt's and Swin's MLPs): as one Gemm over [N*H*W, C],
         # the form onnxruntime gives MatMul + Add itself when the sizes are fixed. On symbolic
         # sizes it cannot, and it then fuses the Add into the following GELU instead, which is slower.
+        # A run-time shape may hold a 0 (H = 0), which Reshape reads as "copy the input's dim"
+        # unless allowzero (opset 14): below 14 symbolic sizes take MatMul + Add.
         flat = b.add("Reshape", [ins[0], b.ints([-1, node.inputs[0].shape[-1]])], "rows")
         y = b.add("Gemm", [flat, w, b.weight(node, "bias")], "gemm", transB=1)
-        lead = node.outputs[0].shape[:-1]
-        shape = b.ints([*lead, a["out_features"]]) if all(D.is_static(d) for d in lead) else \
-            b.add("Concat", [b.shape_dims(ins[0], 0, 3), b.ints([a["out_features"]])], "shape", axis=0)
-        b.add("Reshape", [y, shape], outs)
+        if static:
+            b.add("Reshape", [y, b.ints([*lead, a["out_features"]])], outs)
+        else:
+            shape = b.add("Concat", [b.shape_dims(ins[0], 0, 3), b.ints([a["out_features"]])], "shape", axis=0)
+            b.add("Reshape", [y, shape], outs, allowzero=1)
         return
     wt = b.add("Transpose", [w], "weight_t", perm=[1, 0])
     if not a["bias"]:

@@ -26,9 +26,15 @@ def _partition(b, node, ins, outs):
     shape = node.inputs[0].shape
     c = b.size(ins[0], shape, 1)
     hp, wp = (_windows_along(b, ins[0], shape, axis, p) for axis in (2, 3))
-    x = b.add("Reshape", [ins[0], b.shape_of_parts([0, c, hp, p, wp, p], "split_shape")], "split")
+    x = b.add("Reshape", [ins[0], b.shape_of_parts([-1, c, hp, p, wp, p], "split_shape")], "split")
     x = b.add("Transpose", [x], "windows", perm=[0, 2, 4, 3, 5, 1])          # [B, hp, wp, p, p, C]
-    b.add("Reshape", [x, b.shape_of_parts([0, -1, p * p, c], "windows_shape")], outs)
+    # [-1, windows, p * p, C], not [0, -1, ...]: Reshape cannot infer a -1 beside a batch of 0 (nor
+    # [0, ...] with one run-time dim, which onnxruntime's ReshapeFusion turns into such a -1)
+    if isinstance(hp, int) and isinstance(wp, int):
+        g = hp * wp
+    else:
+        g = b.add("Mul", [b.ints([n]) if isinstance(n, int) else n for n in (hp, wp)], "groups")
+    b.add("Reshape", [x, b.shape_of_parts([-1, g, p * p, c], "windows_shape")], outs)
 
 
 @emitter("window_departition")
@@ -37,10 +43,10 @@ def _departition(b, node, ins, outs):
     like = node.inputs[1].shape
     c = b.size(ins[0], node.inputs[0].shape, 3)
     hp, wp = (_windows_along(b, ins[1], like, axis, p) for axis in (2, 3))
-    x = b.add("Reshape", [ins[0], b.shape_of_parts([0, hp, wp, p, p, c], "split_shape")], "split")
+    x = b.add("Reshape", [ins[0], b.shape_of_parts([-1, hp, wp, p, p, c], "split_shape")], "split")
     x = b.add("Transpose", [x], "merged", perm=[0, 5, 1, 3, 2, 4])           # [B, C, hp, p, wp, p]
     h, w = (n * p if isinstance(n, int) else b.add("Mul", [n, b.ints([p])], "len") for n in (hp, wp))
-    b.add("Reshape", [x, b.shape_of_parts([0, c, h, w], "map_shape")], outs)
+    b.add("Reshape", [x, b.shape_of_parts([-1, c, h, w], "map_shape")], outs)
 
 
 @emitter("RelativePositionalMultiHeadAttention")

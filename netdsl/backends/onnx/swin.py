@@ -168,6 +168,20 @@ class _Geometry:
         return b.add("Reshape", [both, b.ints([-1])], "map_tokens")
 
     @_once
+    def tokens(self):
+        """The padded map's tokens ph * pw: an int, or a [1] int64 tensor."""
+        (ph, pw) = self.padded
+        return ph * pw if self.static else self.b.add("Mul", [ph, pw], "tokens_n")
+
+    def tokens_shape(self, c: int) -> str:
+        """[-1, ph * pw, c]: the padded map as tokens, each dim but the batch given, so that a
+        batch of 0 reshapes too (Reshape cannot infer a -1 beside a 0)."""
+        key = ("tokens_shape", c)
+        if key not in self.made:
+            self.made[key] = self.b.shape_of_parts([-1, self.tokens(), c], "tokens_shape")
+        return self.made[key]
+
+    @_once
     def windows(self):
         """The number of windows: an int, or a [1] int64 tensor."""
         (wh, ww), (ph, pw) = self.window, self.padded
@@ -247,7 +261,7 @@ def _shifted_window_attention(b, node, ins, outs):
     pads = geo.pads()
     if pads is not None:
         x = b.add("Pad", [x, pads], "padded")
-    x = b.add("Reshape", [x, b.ints([0, -1, c])], "tokens")
+    x = b.add("Reshape", [x, geo.tokens_shape(c)], "tokens")
     x = b.add("Gather", [x, geo.window_index()], "windowed", axis=1)
     x = b.add("Reshape", [x, b.ints([-1, n, c])], "windows")
     # q, k and v by three products with thirds of qkv.weight (sliced from the initializer: folded
@@ -293,13 +307,8 @@ def _shifted_window_attention(b, node, ins, outs):
     if a["proj_bias"]:
         y = b.add("Add", [y, b.weight(node, "proj.bias")], "proj_b")
     # back: [N * windows, n, C] -> [N, windows * n, C] -> gathered [N, H * W, C] -> [N, H, W, C]
-    if geo.static:
-        tokens = b.ints([-1, geo.padded[0] * geo.padded[1], c])
-        out_shape = b.ints([0, *geo.size, c])
-    else:
-        tokens = b.add("Concat", [b.shape_dims(ins[0], 0, 1, "batch"), b.ints([-1, c])], "per_image_tokens", axis=0)
-        out_shape = b.add("Shape", [ins[0]], "map_shape")
-    y = b.add("Reshape", [y, tokens], "image_tokens")
+    out_shape = b.ints([0, *geo.size, c]) if geo.static else b.add("Shape", [ins[0]], "map_shape")
+    y = b.add("Reshape", [y, geo.tokens_shape(c)], "image_tokens")
     y = b.add("Gather", [y, geo.map_index()], "map_tokens", axis=1)
     b.add("Reshape", [y, out_shape], outs)
 
@@ -314,8 +323,14 @@ def _patch_merge(b, node, ins, outs):
     odd = [v % 2 if isinstance(v, int) else b.add("Mod", [v, b.ints([2])], "odd") for v in (h, w)]
     if any(not isinstance(v, int) or v for v in odd):
         x = b.add("Pad", [x, b.shape_of_parts([0, 0, 0, 0, 0, *odd, 0], "pads")], "padded")
-    half_w = (w + 1) // 2 if isinstance(w, int) else b.add("Div", [b.add("Add", [w, b.ints([1])], "w_up"),
-                                                                   b.ints([2])], "half_w")
-    x = b.add("Reshape", [x, b.shape_of_parts([0, -1, 2, half_w, 2, c], "split_shape")], "patches")
+    # every dim but the batch given (not -1): Reshape cannot infer a -1 beside a batch of 0
+    half_h, half_w = ((v + 1) // 2 if isinstance(v, int) else
+                      b.add("Div", [b.add("Add", [v, b.ints([1])], "up"), b.ints([2])], "half") for v in (h, w))
+    x = b.add("Reshape", [x, b.shape_of_parts([-1, half_h, 2, half_w, 2, c], "split_shape")], "patches")
     x = b.add("Transpose", [x], "patches_t", perm=[0, 1, 3, 4, 2, 5])
-    b.add("Reshape", [x, b.ints([0, 0, 0, 4 * c if isinstance(c, int) else -1])], outs)
+    if isinstance(c, int):
+        b.add("Reshape", [x, b.ints([0, 0, 0, 4 * c])], outs)
+        return
+    # not [0, 0, 0, 4C]: onnxruntime's ReshapeFusion makes its one run-time dim a -1
+    c4 = b.add("Mul", [c, b.ints([4])], "c4")
+    b.add("Reshape", [x, b.shape_of_parts([-1, half_h, half_w, c4], "merged_shape")], outs)

@@ -81,7 +81,7 @@ register(OpSpec(
     "that leaves nothing for the last); a symbolic size must make `chunks` parts at every size.",
     _infer_chunk,
     (AttrSpec("chunks", "int", check="positive"), AttrSpec("dim", "int", 1)),
-    function=True, resolve=_resolve_chunk))
+    function=True, resolve=_resolve_chunk, tuple_result=True))
 
 
 # ---- StochasticDepth -------------------------------------------------------------------------
