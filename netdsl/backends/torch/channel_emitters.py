@@ -8,7 +8,7 @@ seeded run drops the same samples as torchvision.
 """
 from __future__ import annotations
 
-from .emitters import EMITTERS, HELPERS, TorchEmitter, _kw
+from .emitters import EMITTERS, HELPERS, TorchEmitter, ln_module
 
 EMITTERS["ChannelShuffle"] = TorchEmitter(lambda n, ins, m: f"F.channel_shuffle({ins[0]}, {n.attrs['groups']})")
 
@@ -47,15 +47,5 @@ def _depth_call(n, ins, m):
 EMITTERS["StochasticDepth"] = TorchEmitter(_depth_call, helpers=("stochastic_depth",))
 
 
-def _ln2d_module(n):
-    a = n.attrs
-    kw = {}
-    if a["eps"] != 1e-5:
-        kw["eps"] = a["eps"]
-    if not a["elementwise_affine"]:
-        kw["elementwise_affine"] = False
-    return f"nn.LayerNorm({a['num_channels']}" + (", " + _kw(**kw) if kw else "") + ")"
-
-
 EMITTERS["LayerNorm2d"] = TorchEmitter(lambda n, ins, m: f"{m}({ins[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)",
-                                       _ln2d_module)
+                                       ln_module("num_channels"))

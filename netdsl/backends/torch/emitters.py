@@ -351,14 +351,18 @@ EMITTERS["parameter"] = TorchEmitter(lambda n, ins, m: m, _parameter_module)
 
 
 # ---- attention, shape functions, reductions ------------------------------------------------
-def _ln_module(n):
-    a = n.attrs
-    kw = {}
-    if a["eps"] != 1e-5:
-        kw["eps"] = a["eps"]
-    if not a["elementwise_affine"]:
-        kw["elementwise_affine"] = False
-    return f"nn.LayerNorm({a['normalized_shape']}" + (", " + _kw(**kw) if kw else "") + ")"
+def ln_module(size_attr: str):
+    """The nn.LayerNorm constructor of a node whose normalised size is attribute `size_attr`
+    (LayerNorm's normalized_shape, LayerNorm2d's num_channels)."""
+    def make(n):
+        a = n.attrs
+        kw = {}
+        if a["eps"] != 1e-5:
+            kw["eps"] = a["eps"]
+        if not a["elementwise_affine"]:
+            kw["elementwise_affine"] = False
+        return f"nn.LayerNorm({a[size_attr]}" + (", " + _kw(**kw) if kw else "") + ")"
+    return make
 
 
 def _mha_module(n):
@@ -393,7 +397,7 @@ def _reduce_call(fn):
     return lambda n, ins, m: f"{ins[0]}.{fn}({tuple(n.attrs['dims'])!r}, keepdim={n.attrs['keepdim']!r})"
 
 
-EMITTERS["LayerNorm"] = TorchEmitter(_first, _ln_module)
+EMITTERS["LayerNorm"] = TorchEmitter(_first, ln_module("normalized_shape"))
 EMITTERS["MultiheadAttention"] = TorchEmitter(_mha_call, _mha_module)
 EMITTERS["matmul"] = TorchEmitter(lambda n, ins, m: f"torch.matmul({ins[0]}, {ins[1]})")
 EMITTERS["reshape"] = TorchEmitter(_reshape_call)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
-from .common import need_rank, ones, zeros
+from .common import need_rank, ones, resolve_dim, zeros
 
 
 # ---- ChannelShuffle ------------------------------------------------------------------------
@@ -30,18 +30,6 @@ register(OpSpec(
 
 
 # ---- chunk -----------------------------------------------------------------------------------
-def _resolve_chunk(a, shapes, ctx):
-    (x,) = shapes
-    rank = len(x)
-    if rank == 0:
-        ctx.fail("needs a tensor of rank 1 or more")
-    d = a["dim"]
-    if not -rank <= d < rank:
-        ctx.fail(f"dim={d} is out of range for a rank-{rank} input {D.fmt_shape(x)}")
-    a["dim"] = d % rank
-    return a
-
-
 def chunk_sizes(size: int, chunks: int) -> list:
     """torch.chunk's part sizes: ceil(size / chunks) each, the last one what is left; so fewer
     than `chunks` parts where the size does not divide (6 in 4 chunks: 2, 2, 2); a size of 0
@@ -81,7 +69,7 @@ register(OpSpec(
     "that leaves nothing for the last); a symbolic size must make `chunks` parts at every size.",
     _infer_chunk,
     (AttrSpec("chunks", "int", check="positive"), AttrSpec("dim", "int", 1)),
-    function=True, resolve=_resolve_chunk, tuple_result=True))
+    function=True, resolve=resolve_dim, tuple_result=True))
 
 
 # ---- StochasticDepth -------------------------------------------------------------------------

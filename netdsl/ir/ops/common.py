@@ -18,6 +18,19 @@ def need_rank(ctx, shape, ranks, layout: str):
                  f"got rank {len(shape)} {D.fmt_shape(shape)}")
 
 
+def resolve_dim(a, shapes, ctx):
+    """Attribute `dim` of a one-input op made non-negative (-1: the last), checked against the
+    input's rank (which must be 1 or more)."""
+    rank = len(shapes[0])
+    if rank == 0:
+        ctx.fail("needs a tensor of rank 1 or more")
+    d = a["dim"]
+    if not -rank <= d < rank:
+        ctx.fail(f"dim={d} is out of range for a rank-{rank} input {D.fmt_shape(shapes[0])}")
+    a["dim"] = d % rank
+    return a
+
+
 def window_out(size, pad_total: int, dilation: int, kernel: int, stride: int, ceil_mode: bool = False):
     """Output length of a conv/pool window sliding over `size` (torch's formula)."""
     span = dilation * (kernel - 1) + 1

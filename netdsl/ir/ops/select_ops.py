@@ -9,17 +9,7 @@ from __future__ import annotations
 
 from .. import dims as D
 from ..registry import AttrSpec, OpSpec, register
-
-
-def _resolve_topk(a, shapes, ctx):
-    rank = len(shapes[0])
-    if rank == 0:
-        ctx.fail("needs a tensor of rank 1 or more")
-    d = a["dim"]
-    if not -rank <= d < rank:
-        ctx.fail(f"dim={d} is out of range for a rank-{rank} input {D.fmt_shape(shapes[0])}")
-    a["dim"] = d % rank
-    return a
+from .common import resolve_dim
 
 
 def _infer_topk(a, shapes, ctx):
@@ -45,7 +35,7 @@ register(OpSpec(
     (AttrSpec("k", "int", 1, check="positive", doc="how many to keep (at most the dim's size)"),
      AttrSpec("dim", "int", -1),
      AttrSpec("largest", "bool", True)),
-    function=True, resolve=_resolve_topk, dynamic=True,
+    function=True, resolve=resolve_dim, dynamic=True,
     dtypes=lambda a, ins: [ins[0].dtype, "int64"]))
 
 
