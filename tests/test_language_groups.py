@@ -378,3 +378,46 @@ def test_mobilenet_matches_torchvision(mobilenet):
         want, got = ref(x), model(x)
     assert (want[0] - want[1]).abs().max() > 1e-3
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec,where,message", [
+    ('import "std/swin.net"\nnetwork T { input x: f32[N, 8, 8, 16]\noutput y = x -> PatchMerging(3) }',
+     "std/swin.net", "PatchMerging: version is 1 or 2, got 3"),
+    ('import "std/swin.net"\nnetwork T { input x: f32[N, 8, 8, 16]\noutput y = x -> SwinBlock(2, version = 0) }',
+     "std/swin.net", "SwinBlock: version is 1 or 2, got 0"),
+])
+def test_std_blocks_refuse_configurations_they_do_not_have(spec, where, message):
+    """A configuration string or number a block does not know is the block's own located
+    error (`error("...")`), not a silent fall into its `else` branch."""
+    with pytest.raises(NetDSLError) as info:
+        netdsl.loads(spec, name="t.net").graph
+    text = info.value.render()
+    assert message in text and where in text and "^" in text and "instantiated at t.net:3" in text
+
+
+@pytest.mark.parametrize("network,key,value,message", [
+    ("SqueezeNet", "version", "2_0", 'SqueezeNet: version is "1_0" or "1_1", got "2_0"'),
+    ("MobileNetV3", "arch", "tiny", 'MobileNetV3: arch is "large" or "small", got "tiny"'),
+])
+def test_examples_refuse_configurations_they_do_not_have(network, key, value, message):
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / ("squeezenet.net" if network == "SqueezeNet"
+                                                             else "mobilenetv3.net")
+    with pytest.raises(NetDSLError) as info:
+        netdsl.load(path, network=network, **{key: value}).graph
+    assert message in info.value.render()
+
+
+def test_error_builtin_reports_the_specs_message_where_it_is_called():
+    src = """network T(k: int = 5) {
+    input x: f32[N, 4]
+    c = (4 if k < 3 else error("k must be below 3, got " + str(k)))
+    output y = x -> Linear(c)
+}"""
+    with pytest.raises(NetDSLError) as info:
+        netdsl.loads(src, name="t.net").graph
+    err = info.value
+    assert err.message == "k must be below 3, got 5" and (err.line, err.col) == (3, 26)
+    assert netdsl.loads(src, name="t.net", k=2).graph is not None
+    with pytest.raises(NetDSLError, match="error\\(\\) takes one argument"):
+        netdsl.loads(src.replace('error("k must be below 3, got " + str(k))', "error(3)"), name="t.net").graph

@@ -174,4 +174,4 @@ def test_unknown_partition_type_is_a_located_error():
         netdsl.loads(src, name="t.net").graph
     text = info.value.render()
     assert "std/maxvit.net" in text and "^" in text
-    assert "got str \"'window' or 'grid' only\"" in text
+    assert 'partition_type is "window" or "grid", got "grd"' in text

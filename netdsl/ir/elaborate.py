@@ -24,7 +24,7 @@ from .naming import ModuleScope, check_label, render, snake
 from .program import Program
 from .registry import OpSpec, all_ops
 from .values import (BUILTINS, DTYPES, INSTANCE_STEPS, MAX_DEPTH, MAX_DIM, MAX_RANK, MAX_STEPS,
-                     PARAM_TYPES, RECURSION_ROOM, BlockRef, Frame, Init, OpRef, _a, _dim_too_complex,
+                     PARAM_TYPES, RECURSION_ROOM, BlockRef, Builtin, Frame, Init, OpRef, _a, _dim_too_complex,
                      _Return)
 
 
@@ -290,6 +290,11 @@ class Elaborator(ExpressionEvaluator):
             raise ValueRangeError(f"elaboration takes too long: more than {MAX_STEPS:,} statements run "
                                   "(a loop or a recursion far too large?)", st.span, frame.trace)
         if isinstance(st, A.LayerStmt):
+            target = st.stage.target
+            if st.stage.label is None and isinstance(target, A.Callee) and target.name == "error" \
+                    and isinstance(self._lookup(target.name, target.span, frame), Builtin):
+                # `error("message")` as a statement: the spec's own located error
+                self._e_Call(A.Call(target.span, A.Var(target.span, target.name), target.args or []), frame)
             if frame.cursor is None:
                 raise ShapeError("no tensor flows into this layer: declare an input first", st.span,
                                  frame.trace)

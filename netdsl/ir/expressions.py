@@ -6,7 +6,7 @@ chain or a call) is the elaborator's job, through `_apply_stage`, `_apply_op` an
 """
 from __future__ import annotations
 
-from ..errors import NameLookupError, ShapeError, TypeMismatchError, ValueRangeError, suggest
+from ..errors import NameLookupError, NetDSLError, ShapeError, TypeMismatchError, ValueRangeError, suggest
 from ..frontend import ast as A
 from . import dims as D
 from .attrs import type_name
@@ -228,7 +228,12 @@ class ExpressionEvaluator:
         if isinstance(fn, Builtin):
             if kw and not fn.keywords:
                 raise TypeMismatchError(f"{fn.name}() takes no keyword arguments", e.span, frame.trace)
-            return fn.fn(e.span, *pos, **kw)
+            try:
+                return fn.fn(e.span, *pos, **kw)
+            except NetDSLError as err:      # located at the call, inside its block instances
+                if not err.trace:
+                    err.trace = tuple(frame.trace)
+                raise
         if isinstance(fn, (OpRef, BlockRef)):
             n_tensors = 0
             while n_tensors < len(pos) and isinstance(pos[n_tensors], Value):

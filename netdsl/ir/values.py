@@ -338,7 +338,16 @@ def _dim_too_complex(d) -> bool:
     return False
 
 
+def _builtin_error(span, *args):
+    """`error("message")`: a spec's own located error, e.g. for a configuration it does not
+    support (a block's `if version != 1 and version != 2 { error("...") }`)."""
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise TypeMismatchError("error() takes one argument, the message (a string)", span)
+    raise ValueRangeError(args[0], span)
+
+
 BUILTINS = {
+    "error": Builtin("error", _builtin_error),
     "range": Builtin("range", _builtin_range),
     "len": Builtin("len", _builtin_len),
     "min": Builtin("min", _numeric_builtin(min, "min")),
