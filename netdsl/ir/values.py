@@ -89,6 +89,21 @@ INIT_SIGNATURES = {
 }
 
 
+def _bind(name: str, names, args, kw, span) -> dict:
+    """A keyword-taking built-in's arguments by name (the positional ones, at most len(names),
+    first in `names` order), with the errors for unknown and repeated keywords."""
+    given = dict(zip(names, args))
+    for k, v in kw.items():
+        if k not in names:
+            raise NameLookupError(f"{name}() has no argument '{k}'" + suggest(k, names)
+                                  + (f" (its arguments: {', '.join(names)})" if names
+                                     else "; it takes none"), span)
+        if k in given:
+            raise TypeMismatchError(f"{name}(): argument '{k}' given twice", span)
+        given[k] = v
+    return given
+
+
 def _init_builtin(kind: str):
     sig = INIT_SIGNATURES[kind]
     names = [n for n, _ in sig]
@@ -98,15 +113,7 @@ def _init_builtin(kind: str):
             want = "no arguments" if not sig else f"at most {len(sig)} argument{'s' * (len(sig) != 1)}"
             raise TypeMismatchError(f"{kind}() takes {want}, got {len(args)} argument"
                                     f"{'s' * (len(args) != 1)}", span)
-        given = dict(zip(names, args))
-        for k, v in kw.items():
-            if k not in names:
-                raise NameLookupError(f"{kind}() has no argument '{k}'" + suggest(k, names)
-                                        + (f" (its arguments: {', '.join(names)})" if names
-                                           else "; it takes none"), span)
-            if k in given:
-                raise TypeMismatchError(f"{kind}(): argument '{k}' given twice", span)
-            given[k] = v
+        given = _bind(kind, names, args, kw, span)
         vals = {}
         for n, default in sig:
             if n not in given:
@@ -269,17 +276,9 @@ def _builtin_log(span, *args):
 def _builtin_make_divisible(span, *args, **kw):
     """torchvision's _make_divisible(v, divisor, min_value=None): v rounded to the nearest
     multiple of divisor, at least min_value (default divisor), and not more than 10% below v."""
-    names = ("v", "divisor", "min_value")
     if len(args) > 3:
         raise TypeMismatchError(f"make_divisible() takes at most 3 arguments, got {len(args)}", span)
-    given = dict(zip(names, args))
-    for k, v in kw.items():
-        if k not in names:
-            raise NameLookupError(f"make_divisible() has no argument '{k}'" + suggest(k, names)
-                                  + f" (its arguments: {', '.join(names)})", span)
-        if k in given:
-            raise TypeMismatchError(f"make_divisible(): argument '{k}' given twice", span)
-        given[k] = v
+    given = _bind("make_divisible", ("v", "divisor", "min_value"), args, kw, span)
     if "v" not in given:
         raise TypeMismatchError("make_divisible() needs its argument 'v' (a number)", span)
     v = _real("make_divisible", "'v'", given["v"], span)
