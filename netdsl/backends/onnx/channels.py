@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import dims as D
-from .builder import reduce
-from .emitters import emitter
+from .emitters import emitter, layer_norm_affine, normalise_by_reduce
 
 
 @emitter("ChannelShuffle")
@@ -55,22 +54,16 @@ def _stochastic_depth(b, node, ins, outs):
 @emitter("LayerNorm2d")
 def _layer_norm2d(b, node, ins, outs):
     a = node.attrs
-    c, x = a["num_channels"], ins[0]
-    if a["elementwise_affine"]:
-        w, bias = b.weight(node, "weight"), b.weight(node, "bias")
+    x = ins[0]
     if b.opset >= 17:
-        if not a["elementwise_affine"]:     # (below opset 17 unused: no initializers left dangling)
-            w, bias = b.const(np.ones(c, np.float32), "ones"), b.const(np.zeros(c, np.float32), "zeros")
+        w, bias = layer_norm_affine(b, node, a["num_channels"])
         t = b.add("Transpose", [x], "nhwc", perm=[0, 2, 3, 1])
         t = b.add("LayerNormalization", [t, w, bias], "normed_nhwc", axis=-1, epsilon=a["eps"])
         b.add("Transpose", [t], outs, perm=[0, 3, 1, 2])
         return
-    centred = b.add("Sub", [x, reduce(b, "ReduceMean", x, [1])], "centred")
-    var = reduce(b, "ReduceMean", b.add("Mul", [centred, centred], "sq"), [1])
-    std = b.add("Sqrt", [b.add("Add", [var, b.const(np.float32(a["eps"]), "eps")], "var_eps")], "std")
-    normed = b.add("Div", [centred, std], "normed")
+    normed = normalise_by_reduce(b, x, 1, a["eps"])
     if not a["elementwise_affine"]:
         b.add("Identity", [normed], outs)
         return
-    w3, b3 = (b.add("Unsqueeze", [t, b.ints([1, 2])], hint) for t, hint in ((w, "weight_c11"), (bias, "bias_c11")))
+    w3, b3 = (b.add("Unsqueeze", [b.weight(node, name), b.ints([1, 2])], f"{name}_c11") for name in ("weight", "bias"))
     b.add("Add", [b.add("Mul", [normed, w3], "scaled"), b3], outs)

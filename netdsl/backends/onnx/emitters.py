@@ -719,25 +719,36 @@ def _parameter(b, node, ins, outs):
 
 
 # ---- attention, shape functions, reductions ------------------------------------------------
+def layer_norm_affine(b, node, size: int) -> tuple:
+    """LayerNormalization's scale and bias: the node's weight and bias, or ones and zeros
+    without elementwise_affine (made only where LayerNormalization takes them: no unused
+    initializers below opset 17)."""
+    if node.attrs["elementwise_affine"]:
+        return b.weight(node, "weight"), b.weight(node, "bias")
+    return b.const(np.ones(size, np.float32), "ones"), b.const(np.zeros(size, np.float32), "zeros")
+
+
+def normalise_by_reduce(b, x: str, axis: int, eps: float) -> str:
+    """(x - mean) / sqrt(var + eps) over `axis`, with ReduceMean: layer normalisation below
+    opset 17, which has no LayerNormalization."""
+    centred = b.add("Sub", [x, reduce(b, "ReduceMean", x, [axis])], "centred")
+    var = reduce(b, "ReduceMean", b.add("Mul", [centred, centred], "sq"), [axis])
+    std = b.add("Sqrt", [b.add("Add", [var, b.const(np.float32(eps), "eps")], "var_eps")], "std")
+    return b.add("Div", [centred, std], "normed")
+
+
 @emitter("LayerNorm")
 def _layer_norm(b, node, ins, outs):
     a = node.attrs
-    d, x = a["normalized_shape"], ins[0]
-    if a["elementwise_affine"]:
-        w, bias = b.weight(node, "weight"), b.weight(node, "bias")
-    else:
-        w, bias = b.const(np.ones(d, np.float32), "ones"), b.const(np.zeros(d, np.float32), "zeros")
     if b.opset >= 17:
-        b.add("LayerNormalization", [x, w, bias], outs, axis=-1, epsilon=a["eps"])
+        w, bias = layer_norm_affine(b, node, a["normalized_shape"])
+        b.add("LayerNormalization", [ins[0], w, bias], outs, axis=-1, epsilon=a["eps"])
         return
-    centred = b.add("Sub", [x, reduce(b, "ReduceMean", x, [-1])], "centred")
-    var = reduce(b, "ReduceMean", b.add("Mul", [centred, centred], "sq"), [-1])
-    std = b.add("Sqrt", [b.add("Add", [var, b.const(np.float32(a["eps"]), "eps")], "var_eps")], "std")
-    normed = b.add("Div", [centred, std], "normed")
+    normed = normalise_by_reduce(b, ins[0], -1, a["eps"])
     if not a["elementwise_affine"]:
         b.add("Identity", [normed], outs)
         return
-    b.add("Add", [b.add("Mul", [normed, w], "scaled"), bias], outs)
+    b.add("Add", [b.add("Mul", [normed, b.weight(node, "weight")], "scaled"), b.weight(node, "bias")], outs)
 
 
 def _project(b, x, w, bias, hint):
