@@ -39,7 +39,7 @@ def _chunk(b, node, ins, outs):
         # last is not empty)
         b.add("Split", ins[:1], outs, axis=d, num_outputs=k)
     else:                       # opsets 13-17: the part sizes computed at run time
-        size = b.input_dim(node.inputs[0].shape[d], "size") or b.shape_dims(ins[0], d, d + 1, "size")
+        size = b.size(ins[0], node.inputs[0].shape, d, "size")
         step = b.add("Div", [b.add("Add", [size, b.ints([k - 1])], "size_up"), b.ints([k])], "step")
         last = b.add("Sub", [size, b.add("Mul", [step, b.ints([k - 1])], "front")], "last")
         split = b.add("Concat", [step] * (k - 1) + [last], "split", axis=0)

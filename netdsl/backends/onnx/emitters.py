@@ -85,12 +85,7 @@ def _linear(b, node, ins, outs):
             shape = b.add("Concat", [b.shape_dims(ins[0], 0, 3), b.ints([a["out_features"]])], "shape", axis=0)
             b.add("Reshape", [y, shape], outs, allowzero=1)
         return
-    wt = b.add("Transpose", [w], "weight_t", perm=[1, 0])
-    if not a["bias"]:
-        b.add("MatMul", [ins[0], wt], outs)
-        return
-    y = b.add("MatMul", [ins[0], wt], "matmul")
-    b.add("Add", [y, b.weight(node, "bias")], outs)
+    project(b, ins[0], w, b.weight(node, "bias") if a["bias"] else None, "matmul", outs)
 
 
 @emitter("Flatten")
@@ -751,10 +746,13 @@ def _layer_norm(b, node, ins, outs):
     b.add("Add", [b.add("Mul", [normed, b.weight(node, "weight")], "scaled"), b.weight(node, "bias")], outs)
 
 
-def _project(b, x, w, bias, hint):
-    """x @ w^T + bias (bias may be None)."""
-    y = b.add("MatMul", [x, b.add("Transpose", [w], hint + "_wt", perm=[1, 0])], hint)
-    return b.add("Add", [y, bias], hint + "_b") if bias else y
+def project(b, x, w, bias, hint, out=None):
+    """x @ w^T + bias (bias may be None): a Linear's weight and bias on x of any rank. `out`:
+    the node outputs to write it to (else new values named from `hint`)."""
+    wt = b.add("Transpose", [w], hint + "_wt", perm=[1, 0])
+    if not bias:
+        return b.add("MatMul", [x, wt], out or hint)
+    return b.add("Add", [b.add("MatMul", [x, wt], hint), bias], out or hint + "_b")
 
 
 @emitter("MultiheadAttention")
@@ -767,13 +765,13 @@ def _mha(b, node, ins, outs):
     w = b.weight(node, "in_proj_weight")
     bias = b.weight(node, "in_proj_bias") if a["bias"] else None
     if len(ins) == 1:
-        qkv = _project(b, ins[0], w, bias, "qkv")
+        qkv = project(b, ins[0], w, bias, "qkv")
         q, k, v = b.add("Split", [qkv, b.ints([e, e, e])], [b.fresh(t) for t in "qkv"], axis=-1)
     else:
         ws = b.add("Split", [w, b.ints([e, e, e])], [b.fresh("w" + t) for t in "qkv"], axis=0)
         bs = (b.add("Split", [bias, b.ints([e, e, e])], [b.fresh("b" + t) for t in "qkv"], axis=0)
               if bias else [None] * 3)
-        q, k, v = (_project(b, x, wi, bi, t) for x, wi, bi, t in zip(ins, ws, bs, "qkv"))
+        q, k, v = (project(b, x, wi, bi, t) for x, wi, bi, t in zip(ins, ws, bs, "qkv"))
     heads = b.ints([0, 0, h, d])
     q = b.add("Transpose", [b.add("Reshape", [q, heads], "q_heads")], "q_t", perm=[0, 2, 1, 3])
     k = b.add("Transpose", [b.add("Reshape", [k, heads], "k_heads")], "k_t", perm=[0, 2, 3, 1])
@@ -782,11 +780,8 @@ def _mha(b, node, ins, outs):
     attn = b.add("Softmax", [b.add("MatMul", [q, k], "scores")], "attn", axis=-1)
     ctx = b.add("Transpose", [b.add("MatMul", [attn, v], "ctx")], "ctx_t", perm=[0, 2, 1, 3])
     merged = b.add("Reshape", [ctx, b.ints([0, 0, e])], "merged")
-    wo = b.add("Transpose", [b.weight(node, "out_proj.weight")], "wo_t", perm=[1, 0])
-    if not a["bias"]:
-        b.add("MatMul", [merged, wo], outs)
-        return
-    b.add("Add", [b.add("MatMul", [merged, wo], "out"), b.weight(node, "out_proj.bias")], outs)
+    project(b, merged, b.weight(node, "out_proj.weight"), b.weight(node, "out_proj.bias") if a["bias"] else None,
+            "out", outs)
 
 
 @emitter("matmul")
@@ -864,6 +859,5 @@ def _take(b, node, ins, outs):
 
 from . import detection_post  # noqa: E402,F401  (registers rpn_proposals, sample_rois, detect_postprocess)
 from . import maxvit  # noqa: E402,F401  (window_partition, window_departition, RelativePositionalMultiHeadAttention)
-
 from . import channels  # noqa: E402,F401  (ChannelShuffle, chunk, StochasticDepth, LayerNorm2d)
 from . import swin  # noqa: E402,F401  (ShiftedWindowAttention, patch_merge)

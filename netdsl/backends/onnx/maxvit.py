@@ -7,7 +7,7 @@ import numpy as np
 
 from ...ir import dims as D
 from .builder import OnnxBuilder
-from .emitters import emitter
+from .emitters import emitter, project
 
 
 def _windows_along(b: OnnxBuilder, ref: str, shape, axis: int, p: int):
@@ -56,8 +56,7 @@ def _rpmha(b, node, ins, outs):
     then the merge projection."""
     a = node.attrs
     d, h, hd = a["feat_dim"], a["num_heads"], a["head_dim"]
-    w = b.add("Transpose", [b.weight(node, "to_qkv.weight")], "qkv_wt", perm=[1, 0])
-    qkv = b.add("Add", [b.add("MatMul", [ins[0], w], "qkv_mm"), b.weight(node, "to_qkv.bias")], "qkv")
+    qkv = project(b, ins[0], b.weight(node, "to_qkv.weight"), b.weight(node, "to_qkv.bias"), "qkv")
     qkv = b.add("Reshape", [qkv, b.ints([0, 0, 0, 3, h, hd])], "qkv_heads")
     qkv = b.add("Transpose", [qkv], "qkv_t", perm=[3, 0, 1, 4, 2, 5])        # [3, B, G, H, P, dh]
     q, k, v = b.add("Split", [qkv, b.ints([1, 1, 1])], [b.fresh(t) for t in "qkv"], axis=0)
@@ -71,5 +70,4 @@ def _rpmha(b, node, ins, outs):
     attn = b.add("Softmax", [scores], "attn", axis=-1)
     out = b.add("Transpose", [b.add("MatMul", [attn, v], "ctx")], "ctx_t", perm=[0, 1, 3, 2, 4])
     out = b.add("Reshape", [out, b.ints([0, 0, 0, d])], "merged")
-    wm = b.add("Transpose", [b.weight(node, "merge.weight")], "merge_wt", perm=[1, 0])
-    b.add("Add", [b.add("MatMul", [out, wm], "merge_mm"), b.weight(node, "merge.bias")], outs)
+    project(b, out, b.weight(node, "merge.weight"), b.weight(node, "merge.bias"), "merge", outs)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import weakref
+from functools import cached_property
 
 import numpy as np
 
 from ...ir import dims as D
 from .builder import INT64, OnnxBuilder, reduce
-from .emitters import emitter
+from .emitters import emitter, project
 
 
 # ---- index arithmetic, in numpy (static sizes) -------------------------------------------
@@ -82,16 +83,6 @@ def _geometry(b: OnnxBuilder, x: str, shape, window, shift) -> "_Geometry":
     return shared[key]
 
 
-def _once(method):
-    """Memoise a _Geometry method: its nodes or constant are made once."""
-    def get(self):
-        if method.__name__ not in self.made:
-            self.made[method.__name__] = method(self)
-        return self.made[method.__name__]
-    get.__name__, get.__doc__ = method.__name__, method.__doc__
-    return get
-
-
 class _Geometry:
     """Sizes along H (axis 1) and W (axis 2): ints where static, else [1] int64 tensors."""
 
@@ -107,8 +98,8 @@ class _Geometry:
                 self.padded.append(p)
                 self.shift.append(effective_shift(p, wnd, s))
                 continue
-            size = b.input_dim(d, "len") if not D.is_static(d) else b.ints([int(d)], "len")
-            size = size or b.shape_dims(x, axis, axis + 1, "len")
+            size = b.size(x, shape, axis, "len")
+            size = b.ints([size], "len") if isinstance(size, int) else size
             up = b.add("Div", [b.add("Add", [size, b.ints([wnd - 1])], "len_up"), b.ints([wnd])], "windows")
             p = b.add("Mul", [up, b.ints([wnd])], "padded")
             self.size.append(size)
@@ -127,7 +118,7 @@ class _Geometry:
     def _t(self, v) -> str:
         return v if isinstance(v, str) else self.b.ints([v])
 
-    @_once
+    @cached_property      # its nodes or constant made once
     def pads(self) -> str | None:
         """Pad's pads for [N, H, W, C] (end of H and W), or None when nothing is padded."""
         b = self.b
@@ -137,7 +128,7 @@ class _Geometry:
         extra = [b.add("Sub", [self._t(p), self._t(s)], "pad") for p, s in zip(self.padded, self.size)]
         return b.add("Concat", [b.ints([0, 0, 0, 0, 0]), *extra, b.ints([0])], "pads", axis=0)
 
-    @_once
+    @cached_property
     def window_index(self) -> str:
         b = self.b
         (wh, ww), (ph, pw), (sh, sw) = self.window, self.padded, self.shift
@@ -149,7 +140,7 @@ class _Geometry:
         cols = b.add("Reshape", [cols, b.ints([1, -1, 1, ww])], "cols_w")
         return b.add("Reshape", [b.add("Add", [rows, cols], "tokens"), b.ints([-1])], "window_tokens")
 
-    @_once
+    @cached_property
     def map_index(self) -> str:
         b = self.b
         (wh, ww), (h, w), (ph, pw), (sh, sw) = self.window, self.size, self.padded, self.shift
@@ -167,7 +158,7 @@ class _Geometry:
                              b.add("Unsqueeze", [cols, b.ints([0])], "cols_r")], "map_tokens_2d")
         return b.add("Reshape", [both, b.ints([-1])], "map_tokens")
 
-    @_once
+    @cached_property
     def tokens(self):
         """The padded map's tokens ph * pw: an int, or a [1] int64 tensor."""
         (ph, pw) = self.padded
@@ -178,10 +169,10 @@ class _Geometry:
         batch of 0 reshapes too (Reshape cannot infer a -1 beside a 0)."""
         key = ("tokens_shape", c)
         if key not in self.made:
-            self.made[key] = self.b.shape_of_parts([-1, self.tokens(), c], "tokens_shape")
+            self.made[key] = self.b.shape_of_parts([-1, self.tokens, c], "tokens_shape")
         return self.made[key]
 
-    @_once
+    @cached_property
     def windows(self):
         """The number of windows: an int, or a [1] int64 tensor."""
         (wh, ww), (ph, pw) = self.window, self.padded
@@ -191,7 +182,7 @@ class _Geometry:
         return b.add("Mul", [b.add("Div", [ph, b.ints([wh])], "nh"), b.add("Div", [pw, b.ints([ww])], "nw")],
                      "windows")
 
-    @_once
+    @cached_property
     def mask(self) -> str:
         """[windows, 1, n, n] float32 (see attention_mask)."""
         b = self.b
@@ -228,11 +219,9 @@ def _position_bias(b: OnnxBuilder, node, heads: int, n: int) -> str:
     if a["version"] == 1:
         table = b.weight(node, "relative_position_bias_table")
     else:
-        coords = b.weight(node, "relative_coords_table")
-        w0 = b.add("Transpose", [b.weight(node, "cpb_mlp.0.weight")], "cpb_w0", perm=[1, 0])
-        hidden = b.add("Add", [b.add("MatMul", [coords, w0], "cpb_mm0"), b.weight(node, "cpb_mlp.0.bias")], "cpb_h")
-        w2 = b.add("Transpose", [b.weight(node, "cpb_mlp.2.weight")], "cpb_w2", perm=[1, 0])
-        table = b.add("MatMul", [b.add("Relu", [hidden], "cpb_relu"), w2], "cpb_out")
+        hidden = project(b, b.weight(node, "relative_coords_table"), b.weight(node, "cpb_mlp.0.weight"),
+                         b.weight(node, "cpb_mlp.0.bias"), "cpb_h")
+        table = project(b, b.add("Relu", [hidden], "cpb_relu"), b.weight(node, "cpb_mlp.2.weight"), None, "cpb_out")
         table = b.add("Reshape", [table, b.ints([-1, heads])], "cpb_table")
     bias = b.add("Gather", [table, b.weight(node, "relative_position_index")], "bias_rows", axis=0)
     bias = b.add("Transpose", [b.add("Reshape", [bias, b.ints([n, n, heads])], "bias_nnh")], "bias_hnn",
@@ -258,11 +247,11 @@ def _shifted_window_attention(b, node, ins, outs):
     x = ins[0]
     geo = _geometry(b, x, node.inputs[0].shape, (wh, ww), a["shift_size"])
     # windows: [N, H, W, C] -> padded -> [N, ph * pw, C] -> gathered [N * windows, n, C]
-    pads = geo.pads()
+    pads = geo.pads
     if pads is not None:
         x = b.add("Pad", [x, pads], "padded")
     x = b.add("Reshape", [x, geo.tokens_shape(c)], "tokens")
-    x = b.add("Gather", [x, geo.window_index()], "windowed", axis=1)
+    x = b.add("Gather", [x, geo.window_index], "windowed", axis=1)
     x = b.add("Reshape", [x, b.ints([-1, n, c])], "windows")
     # q, k and v by three products with thirds of qkv.weight (sliced from the initializer: folded
     # into constants by onnxruntime, as V1's q scale is; no Split of the activations); V2 puts no
@@ -292,8 +281,8 @@ def _shifted_window_attention(b, node, ins, outs):
     attn = b.add("MatMul", [q, k], "scores")                                           # [B*, h, n, n]
     bias = _position_bias(b, node, heads, n)
     if any(a["shift_size"]) and (not geo.static or any(geo.shift)):
-        addend = b.add("Add", [geo.mask(), bias], "bias_masked")                       # [windows, h, n, n]
-        windows = geo.windows()
+        addend = b.add("Add", [geo.mask, bias], "bias_masked")                       # [windows, h, n, n]
+        windows = geo.windows
         per_image = (b.ints([-1, windows, heads, n, n]) if isinstance(windows, int) else
                      b.add("Concat", [b.ints([-1]), windows, b.ints([heads, n, n])], "per_image", axis=0))
         attn = b.add("Reshape", [attn, per_image], "scores_w")
@@ -303,13 +292,12 @@ def _shifted_window_attention(b, node, ins, outs):
         attn = b.add("Softmax", [b.add("Add", [attn, bias], "scores_b")], "attn", axis=-1)
     ctx = b.add("Transpose", [b.add("MatMul", [attn, v], "ctx")], "ctx_t", perm=[0, 2, 1, 3])
     ctx = b.add("Reshape", [ctx, b.ints([0, 0, c])], "merged")
-    y = b.add("MatMul", [ctx, b.add("Transpose", [b.weight(node, "proj.weight")], "proj_wt", perm=[1, 0])], "proj")
-    if a["proj_bias"]:
-        y = b.add("Add", [y, b.weight(node, "proj.bias")], "proj_b")
+    y = project(b, ctx, b.weight(node, "proj.weight"), b.weight(node, "proj.bias") if a["proj_bias"] else None,
+                "proj")
     # back: [N * windows, n, C] -> [N, windows * n, C] -> gathered [N, H * W, C] -> [N, H, W, C]
     out_shape = b.ints([0, *geo.size, c]) if geo.static else b.add("Shape", [ins[0]], "map_shape")
     y = b.add("Reshape", [y, geo.tokens_shape(c)], "image_tokens")
-    y = b.add("Gather", [y, geo.map_index()], "map_tokens", axis=1)
+    y = b.add("Gather", [y, geo.map_index], "map_tokens", axis=1)
     b.add("Reshape", [y, out_shape], outs)
 
 

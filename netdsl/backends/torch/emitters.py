@@ -197,13 +197,16 @@ EMITTERS["LPPool2d"] = TorchEmitter(_lp_call)
 
 
 # ---- tensor functions ----------------------------------------------------------------------
+def _other(n, ins) -> str:
+    """The second operand: a tensor, or the node's number as a float literal (`2.0`)."""
+    return ins[1] if len(ins) == 2 else repr(float(n.attrs["scalar"]))
+
+
 def _operands(n, ins) -> tuple:
     """The left and right operands: two tensors, or a tensor and its number (`x * 2.0`,
     `1.0 - x`), in the order the spec wrote them."""
-    if len(ins) == 2:
-        return ins[0], ins[1]
-    num = repr(float(n.attrs["scalar"]))
-    return (num, ins[0]) if n.attrs["reverse"] else (ins[0], num)
+    other = _other(n, ins)
+    return (other, ins[0]) if len(ins) == 1 and n.attrs["reverse"] else (ins[0], other)
 
 
 def _arith(sym):
@@ -215,8 +218,7 @@ def _arith(sym):
 
 def _add_inplace(n, ins, m):
     """`out += identity` (a residual, see codegen._may_overwrite), or `x += 2.0`."""
-    other = ins[1] if len(ins) == 2 else repr(float(n.attrs["scalar"]))
-    return f"{ins[0]}.add_({other})"
+    return f"{ins[0]}.add_({_other(n, ins)})"
 
 
 EMITTERS["add"] = TorchEmitter(_arith("+"), inplace=_add_inplace)
@@ -425,6 +427,5 @@ EMITTERS["take"] = TorchEmitter(lambda n, ins, m: f"{ins[0]}[{ins[1]}]")
 
 from . import detection_emitters  # noqa: E402,F401 - registers the detection ops
 from . import maxvit_emitters  # noqa: E402,F401 - registers MaxViT's ops
-
 from . import channel_emitters  # noqa: E402,F401 - ChannelShuffle, chunk, StochasticDepth, LayerNorm2d
 from . import swin_emitters  # noqa: E402,F401 - ShiftedWindowAttention, patch_merge (Swin)

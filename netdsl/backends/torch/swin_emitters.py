@@ -1,6 +1,7 @@
 """Torch emitters of Swin Transformer's ops (netdsl/ir/ops/swin.py): torchvision's
 ShiftedWindowAttention(V2) as one module class, and its patch merging's pixel shuffle, as
-helpers pasted into the generated source (which needs only torch)."""
+helpers pasted into the generated source (which needs only torch). The bias index is MaxViT's
+helper `relative_position_index` (maxvit_emitters), flattened as torchvision's Swin keeps it."""
 from __future__ import annotations
 
 from .emitters import EMITTERS, HELPERS, TorchEmitter
@@ -40,10 +41,7 @@ class ShiftedWindowAttention(nn.Module):
             dx = torch.arange(-(ww - 1), ww, dtype=torch.float32) / (ww - 1) * 8
             t = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1).unsqueeze(0)
             self.register_buffer("relative_coords_table", torch.sign(t) * torch.log2(t.abs() + 1.0) / 3.0)
-        coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
-        rel = coords[:, :, None] - coords[:, None, :]
-        index = (rel[0] + wh - 1) * (2 * ww - 1) + rel[1] + ww - 1
-        self.register_buffer("relative_position_index", index.flatten())
+        self.register_buffer("relative_position_index", relative_position_index(wh, ww).flatten())
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         if version == 2:
@@ -127,5 +125,5 @@ def _swa_module(n):
 
 
 EMITTERS["ShiftedWindowAttention"] = TorchEmitter(lambda n, ins, m: f"{m}({ins[0]})", _swa_module,
-                                                  helpers=("ShiftedWindowAttention",))
+                                                  helpers=("relative_position_index", "ShiftedWindowAttention"))
 EMITTERS["patch_merge"] = TorchEmitter(lambda n, ins, m: f"patch_merge({ins[0]})", helpers=("patch_merge",))
