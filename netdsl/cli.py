@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "when they take over 2 s together)")
     _model_options(r, seed_help="seed of the random weights and the random input (default 0)",
                    weights_help="weights: a .npz archive or a torch .pt state_dict")
+
+    # Commands kept in their own modules (netdsl/commands/); each adds its parser and runs itself.
+    from .commands import EXTRA_COMMANDS
+    for command in EXTRA_COMMANDS:
+        command.add_parser(sub, _common)
     return p
 
 
@@ -201,7 +206,7 @@ def main(argv=None) -> int:
         except SystemExit as e:     # --help, --version (0) and usage errors (2)
             return e.code if isinstance(e.code, int) else EXIT_USAGE
         _check_command_line(args)
-        return _COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except KeyboardInterrupt:
         print("netdsl: interrupted", file=sys.stderr)
         return EXIT_INTERRUPT
@@ -258,11 +263,11 @@ def _check_command_line(args):
                             ("--weights", args.weights), ("--opset", args.opset)):
             if given:
                 raise _usage(f"{flag} applies to .net specs; an .onnx model runs as it is")
-    keys = [key for key, _ in args.sets]
+    keys = [key for key, _ in getattr(args, "sets", ())]
     for key in keys:
         if keys.count(key) > 1:
             raise _usage(f"--set {key} given twice")
-    names = [name for name, _ in args.inputs]
+    names = [name for name, _ in getattr(args, "inputs", ())]
     for name in names:
         if names.count(name) > 1:
             raise _usage(f"--input {name} given twice" if name else
@@ -683,3 +688,11 @@ def _fmt_onnx(dims) -> str:
 
 
 _COMMANDS = {"check": cmd_check, "summary": cmd_summary, "compile": cmd_compile, "run": cmd_run}
+
+
+def _command(name: str):
+    """The function that runs command `name`: one of the above or one of netdsl/commands/."""
+    if name in _COMMANDS:
+        return _COMMANDS[name]
+    from .commands import EXTRA_COMMANDS
+    return next(c.run for c in EXTRA_COMMANDS if c.NAME == name)

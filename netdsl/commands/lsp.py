@@ -1,0 +1,12 @@
+"""`netdsl lsp`: being written (issue 10)."""
+from __future__ import annotations
+
+NAME = "lsp"
+
+
+def add_parser(sub, common) -> None:
+    sub.add_parser(NAME, help="(being written)")
+
+
+def run(args) -> int:
+    raise NotImplementedError(NAME)

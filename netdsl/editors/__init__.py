@@ -1,0 +1,1 @@
+"""Editor support: the Pygments lexer (the TextMate grammar and editor set-ups live in editors/)."""
