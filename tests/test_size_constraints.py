@@ -180,6 +180,25 @@ def test_size_checks_stay_compilable_and_exportable():
             ep.module()(torch.randn(1, 1, 31, 20))
 
 
+
+def test_size_checked_module_exports_with_the_torchscript_exporter(tmp_path):
+    """torch.onnx.export(dynamo=False) traces forward(): its sizes are tensors there, which
+    torch._check_with refused ("cond must be a bool"), so no checked module could be exported.
+    The checks now step aside while tracing, and still run in eager mode."""
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    model = netdsl.loads(PADDED, depth=1).to_torch().eval()
+    x = torch.randn(1, 1, 16, 16)
+    path = tmp_path / "traced.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["image"], opset_version=17, dynamo=False)
+    got = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert abs(want).max() > 0
+    assert abs(got - want).max() < 1e-5
+    with pytest.raises(ValueError, match="input sizes do not fit"):
+        model(torch.randn(1, 1, 17, 16))
+
 # ---- the ONNX file and `netdsl run` -----------------------------------------------------------
 
 def test_onnx_metadata_records_the_rules():

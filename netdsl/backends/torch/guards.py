@@ -10,6 +10,9 @@ The checks are ``torch._check_with(ValueError, cond, message)`` calls: plain Pyt
 eager mode, and, under ``torch.compile(fullgraph=True)`` and ``torch.export``, facts about
 the symbolic sizes rather than a data-dependent branch (export turns them into
 range/divisibility constraints on its dynamic dims, or runtime assertions).
+They are skipped while `torch.jit.trace` records the module (the TorchScript exporter,
+``torch.onnx.export(..., dynamo=False)``): there sizes are traced tensors, not ints, and the
+trace is of one concrete input anyway.
 """
 from __future__ import annotations
 
@@ -28,10 +31,11 @@ def size_guards(graph, arg_names: list) -> list:
     if not rules and not shared:
         return []
     sizes = sizes_that_work(graph) if rules else []
-    check = "torch._check_with"
+    check = "    torch._check_with"      # inside the `if` below
     lines = []
     if sizes:
         lines.append("# input sizes that work: " + "; ".join(sizes))
+    lines.append("if not torch.jit.is_tracing():")
     for s, (n, i) in shared:
         (n0, i0) = positions[s][0]
         text = (f"{graph.name}: input sizes do not fit: {s} is dim {i0} of {n0} and dim {i} of {n}, "
