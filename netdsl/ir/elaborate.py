@@ -71,6 +71,7 @@ class Elaborator(ExpressionEvaluator):
         """Build the graph of network `name`. `overrides` are parameter values;
         `inputs` maps input names to shapes (tuples of ints) replacing the declared ones."""
         self._reset()
+        self.graph = None
         # Elaboration recurses along the AST and through block instantiations (64 levels at
         # most, each several frames deep): give it room beyond Python's default of 1000.
         old_limit = sys.getrecursionlimit()
@@ -79,6 +80,9 @@ class Elaborator(ExpressionEvaluator):
         try:
             with paused_gc():
                 return self._network(name, overrides, inputs)
+        except NetDSLError as err:
+            self._attach_partial(err)
+            raise
         except RecursionError:
             # The parser bounds how deeply one body nests and MAX_DEPTH bounds block
             # instantiation; only their combination can get here. Report it at the
@@ -90,6 +94,22 @@ class Elaborator(ExpressionEvaluator):
         finally:
             if old_limit < RECURSION_ROOM:
                 sys.setrecursionlimit(old_limit)
+
+    def _attach_partial(self, err: NetDSLError):
+        """The graph built up to an error, as `err.partial_graph` (for editors: the layers
+        before the error, with their shapes), paths and names finished as far as they can be."""
+        g = self.graph
+        if g is None or hasattr(err, "partial_graph"):
+            return
+        err.partial_graph = g
+        if any(not isinstance(n.path, tuple) for n in g.nodes):
+            return      # _finish ran already
+        try:
+            for s in self.scopes:
+                s.close()
+            self._finish()
+        except Exception:       # noqa: BLE001 -- a partial graph is a best effort
+            pass
 
     def _network(self, name: str, overrides: dict | None, inputs: dict | None) -> Graph:
         overrides = dict(overrides or {})
@@ -106,6 +126,7 @@ class Elaborator(ExpressionEvaluator):
         self.hints: dict[int, str] = {}
         self.paths: dict[int, tuple] = {}
         self.scopes: list[ModuleScope] = []
+        self._instances: list = []          # (path, block name, call span) of each block instance
         self._freezes: list = []            # (scope prefix, A.FreezePath, trace) of `freeze`
         env = self._bind(defn.name, defn.params, bound_args, bound_kwargs, alias_span or defn.span,
                          overrides=overrides, ns=defn.ns)
@@ -184,6 +205,7 @@ class Elaborator(ExpressionEvaluator):
             used.add(v.name)
         for n in g.nodes:
             n.path = render(n.path)
+        g.blocks = {render(path): (name, span) for path, name, span in getattr(self, "_instances", ())}
         # a top-level `param` is an ONNX initializer named by its path: no tensor may share it
         params = {n.path for n in g.nodes if n.op == "parameter"}
         used |= params
@@ -714,6 +736,7 @@ class Elaborator(ExpressionEvaluator):
             path = frame.mscope.child(label, snake(defn.name), span, trace=trace)
             scope = ModuleScope(path, index_mode=isinstance(defn, A.SeqBlockDef))
             self.scopes.append(scope)
+            self._instances.append((path, defn.name, span))
         inner = Frame(env, scope, "chain" if defn.inputs is None else "dag", frame.depth + 1, call_trace)
         inner.ns = defn.ns
         inner.cursor = inputs[0]

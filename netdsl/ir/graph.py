@@ -80,6 +80,8 @@ class Graph:
     span: Span | None = field(default=None, repr=False)
     dynamic: dict = field(default_factory=dict)      # data-dependent sizes: name -> dims.Dyn,
                                                      # in the order made (ShapeCtx.dynamic)
+    blocks: dict = field(default_factory=dict)       # block instance path -> (block name, Span of
+                                                     # the call); spliced instances have no path
 
     def state_layout(self) -> dict:
         """Fully-qualified parameter/buffer name -> ParamSpec, in definition order."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ImportFailure, NameLookupError, Span
+from ..errors import ImportFailure, NameLookupError, NetDSLError, Span
 from ..frontend import ast as A
 from ..frontend.parser import parse
 from ..source_files import UnreadableFile, read_source
@@ -23,23 +23,38 @@ class Program:
     main_source: str = "<string>"
     _modules: dict = field(default_factory=dict)    # resolved path -> namespace
     _stack: list = field(default_factory=list)
+    errors: list | None = None      # a list: the main file's definition and import errors are
+                                    # collected here (for editors) instead of raised
 
-    def add_text(self, text: str, name: str, base_dir: Path | None, main: bool) -> dict:
-        module = parse(text, name)
+    def add_text(self, text: str, name: str, base_dir: Path | None, main: bool,
+                 module: A.Module | None = None) -> dict:
+        module = parse(text, name) if module is None else module
         ns: dict = {}
         own: set = set()
+        collect = main and self.errors is not None
         for item in module.items:
-            if isinstance(item, A.Import):
-                for k, v in self._import(item, base_dir).items():
-                    if k in ns and ns[k] is not v:
-                        raise NameLookupError(f"'{k}' is defined both at {ns[k].span.location()} and at "
-                                              f"{v.span.location()}", item.span)
-                    ns[k] = v
-            else:
-                self._define(ns, own, item)
-                item.ns = ns
-                if main and not isinstance(item, A.BLOCKS):
-                    self.main_networks.append(item.name)
+            try:
+                if isinstance(item, A.Import):
+                    for k, v in self._import(item, base_dir).items():
+                        if k in ns and ns[k] is not v:
+                            err = NameLookupError(f"'{k}' is defined both at {ns[k].span.location()} and at "
+                                                  f"{v.span.location()}", item.span)
+                            if not collect:
+                                raise err
+                            self.errors.append(err)
+                            continue
+                        ns[k] = v
+                else:
+                    self._define(ns, own, item)
+                    item.ns = ns
+                    if main and not isinstance(item, A.BLOCKS):
+                        self.main_networks.append(item.name)
+            except NetDSLError as err:
+                if not collect:
+                    raise
+                if isinstance(item, A.Import):
+                    err.import_span = item.span     # where the main file took in what failed
+                self.errors.append(err)
         if main:
             self.blocks = {k: v for k, v in ns.items() if isinstance(v, A.BLOCKS)}
             self.networks = {k: v for k, v in ns.items() if not isinstance(v, A.BLOCKS)}
