@@ -26,6 +26,8 @@ def test_wheel_contains_grammar_and_std(wheel):
     assert "netdsl/grammars/netdsl.lark" in names
     assert any(n.startswith("netdsl/std/") and n.endswith(".net") for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
+    for asset in ("dagre.min.js", "dagre.LICENSE", "graph.js", "graph.css"):   # the HTML graph view
+        assert f"netdsl/graphview/static/{asset}" in names, asset
 
 
 def test_installed_wheel_works_outside_the_source_tree(wheel, tmp_path):
