@@ -1,0 +1,2 @@
+" netdsl network specifications: *.net
+autocmd BufRead,BufNewFile *.net setfiletype netdsl
