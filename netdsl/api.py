@@ -42,10 +42,12 @@ class Network:
         net = self.with_inputs(inputs) if inputs is not None else self
         return summarize(net.graph)
 
-    def summary_text(self, inputs=None) -> str:
+    def summary_text(self, inputs=None, depth: int | None = None) -> str:
+        """The `netdsl summary` table; `depth` hides rows nested that deep or deeper (1: the
+        top-level layers, groups and block instances only)."""
         from .passes.summary import format_text
         net = self.with_inputs(inputs) if inputs is not None else self
-        return format_text(net.summary(), net.graph.doc)
+        return format_text(net.summary(), net.graph.doc, depth=depth)
 
     @property
     def constraints(self) -> list:
@@ -115,7 +117,7 @@ class Network:
         When PATH is a symlink, the data file goes beside (and is named after) its target.
         Returns the data file's path, or None when the weights are inside the .onnx file."""
         from .backends.onnx.export import PROTOBUF_LIMIT, StreamedModel
-        from .output import describe, is_file_object, path_text, write_outputs
+        from .output import describe, is_file_object, path_text, with_progress, write_outputs
         if external_data not in (None, True, False):
             raise UsageError(f"external_data is True, False or None (automatic), got {external_data!r}")
         if is_file_object(path):
@@ -136,8 +138,9 @@ class Network:
                              f"it, which needs a file path, not {describe(path)}")
         # random weights are generated while being written, the large ones chunk by chunk
         model.weights = self._weights(weights, seed, wait=False, lazy=True)
+        label = f"writing {self.name}"
         if not external_data:
-            write_outputs([(path, model.write_inline)])
+            write_outputs([(path, with_progress(model.write_inline, size, label))])
             return None
         # the model is written to a symlink's target: the data file must be beside that,
         # since `location` is relative to the model's own directory
@@ -145,9 +148,30 @@ class Network:
         location = os.path.basename(data_path)
         head = model.external_model(location)
         # the data first: a model that refers to it is only ever committed after it
-        write_outputs([(data_path, model.write_data), (path, lambda f: f.write(head))],
-                      require_regular=True)
+        write_outputs([(data_path, with_progress(model.write_data, model.data_size(), label)),
+                       (path, lambda f: f.write(head))], require_regular=True)
         return data_path
+
+    def save_safetensors(self, path, weights=None, seed: int = 0) -> None:
+        """Write the network's weights (from `weights`, same rules as to_torch, or the
+        deterministic random ones of `seed`) as a .safetensors file keyed by state_dict path,
+        with metadata `netdsl.network` and `netdsl.source`; loads as is with
+        `safetensors.torch.load_file` into the torch target (or torchvision's model) and as
+        `--weights` / `weights=`. Written as save_onnx writes (atomically, streaming random
+        weights as they are generated; "-" and open binary files too)."""
+        from .output import describe, is_file_object, path_text, with_progress, write_outputs
+        from .weights import safetensors_writer
+        if is_file_object(path):
+            if _is_text_file(path):
+                raise UsageError(f"save_safetensors writes bytes: open {describe(path)} in binary mode ('wb')")
+        else:
+            path = path_text(path)
+        metadata = {"netdsl.network": self.name}
+        if self.graph.span is not None:
+            metadata["netdsl.source"] = self.graph.span.file
+        values = self._weights(weights, seed, wait=False, lazy=True)
+        size, emit = safetensors_writer(self.graph.state_layout(), values, metadata)
+        write_outputs([(path, with_progress(emit, size, f"writing {self.name} weights"))])
 
     def save_torch_source(self, path) -> None:
         """Write the standalone PyTorch source to `path`, with the same rules as save_onnx

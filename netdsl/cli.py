@@ -4,8 +4,8 @@ Exit codes: 0 success, 1 an error in the spec or in the values given (reported a
 ``file:line:col: error: message`` with the source line), 2 a malformed command
 line, 3 an internal compiler error (a bug: please report it), 130 interrupted.
 
-Nothing on the path of `check`, `summary` and `compile --target onnx|torch`
-imports torch; only `--weights model.pt` does.
+Nothing on the path of `check`, `summary` and `compile --target onnx|torch|safetensors`
+imports torch; only `--weights model.pt` does (`--weights model.safetensors` does not).
 """
 from __future__ import annotations
 
@@ -130,25 +130,35 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c)
 
     s = sub.add_parser(
-        "summary", help="per-layer output shapes, parameters and MACs",
-        description="Print a table of every layer: module path, op, output shape, parameters and "
-                    "MACs, with totals and input-size constraints. Symbolic dims stay symbolic "
-                    "unless fixed with --input.")
+        "summary", help="per-layer output shapes, parameters, MACs, memory and receptive fields",
+        description="Print a table of every layer, nested under its groups and block instances "
+                    "(which show their layers' totals): op, output shape, parameters (trainable "
+                    "and frozen), MACs, activation memory (the bytes of the layer's output) and "
+                    "receptive field (size and jump in input pixels, on convolutional paths), "
+                    "then totals, memory estimates and input-size constraints. Symbolic dims stay "
+                    "symbolic unless fixed with --input. Does not import torch.")
     _common(s)
     s.add_argument("--json", action="store_true",
                    help="print one JSON object instead of a table: network, inputs, outputs, params, "
-                        "macs, constraints, dynamic_dims (data-dependent sizes), layers")
+                        "macs, constraints, dynamic_dims (data-dependent sizes), layers, modules "
+                        "(groups and block instances), memory estimates (docs/summary.md)")
+    s.add_argument("--depth", type=_positive_int, default=None, metavar="K",
+                   help="show rows nested less than K levels deep (1: top-level layers, groups and "
+                        "blocks only, with their totals); the table only")
 
     k = sub.add_parser(
-        "compile", help="generate an ONNX model or standalone PyTorch source",
+        "compile", help="generate an ONNX model, standalone PyTorch source or a weights file",
         description="Compile a network. --target onnx writes a serialized ONNX ModelProto (built "
                     "without torch) with weights from --weights or deterministic random ones from "
-                    "--seed; --target torch writes a standalone Python module that needs only torch. "
+                    "--seed; --target torch writes a standalone Python module that needs only torch; "
+                    "--target safetensors writes those weights as a .safetensors file keyed by "
+                    "state_dict path (e.g. to convert a .pt state_dict: --weights model.pt). "
                     "A regular OUT is replaced atomically: a failed or interrupted compile leaves it "
                     "untouched. A symlink is followed; a device or FIFO is written in place. ONNX "
                     "models over 2 GiB keep their weights in OUT.data (external data).")
     _common(k)
-    k.add_argument("--target", "-t", choices=("onnx", "torch"), required=True, help="what to generate")
+    k.add_argument("--target", "-t", choices=("onnx", "torch", "safetensors"), required=True,
+                   help="what to generate")
     k.add_argument("-o", "--output", metavar="OUT", required=True,
                    help="output file ('-' for standard output); a symlink is followed, a device "
                         "such as /dev/null is written in place")
@@ -156,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--target onnx: keep the weights in a data file beside OUT (OUT.data), as "
                         "is done anyway for models over protobuf's 2 GiB limit")
     _model_options(k, seed_help="seed of the deterministic random weights (default 0)",
-                   weights_help="weights for --target onnx: a .npz archive or a torch state_dict "
-                                "(.pt/.pth) keyed by parameter path")
+                   weights_help="weights for --target onnx or safetensors: a .safetensors file (read "
+                                "without torch), a .npz archive or a torch state_dict (.pt/.pth), "
+                                "keyed by parameter path as in the state_dict")
 
     r = sub.add_parser(
         "run", help="run a spec or an .onnx model on random input with onnxruntime",
@@ -172,9 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnxruntime execution provider (default cpu)")
     r.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
                    help="timed runs; the median is reported (default: 10, or fewer, but at least 3, "
-                        "when they take over 2 s together)")
+                        "when they take over 2 s together). With N, a progress bar on stderr when "
+                        "it is a terminal (NETDSL_PROGRESS=0 turns it off)")
     _model_options(r, seed_help="seed of the random weights and the random input (default 0)",
-                   weights_help="weights: a .npz archive or a torch .pt state_dict")
+                   weights_help="weights: a .safetensors file (read without torch), a .npz archive "
+                                "or a torch .pt/.pth state_dict, keyed by parameter path")
 
     # Commands kept in their own modules (netdsl/commands/); each adds its parser and runs itself.
     from .commands import EXTRA_COMMANDS
@@ -248,7 +261,12 @@ def _check_command_line(args):
     """Options that contradict each other or the kind of FILE: usage errors (exit 2), found
     before any file is read. Fills in defaults that depend on what was given."""
     from .backends.opsets import DEFAULT_OPSET
-    if args.command == "compile" and args.target != "onnx":
+    if args.command == "compile" and args.target == "safetensors":
+        if args.opset is not None:
+            raise _usage("--opset applies to --target onnx")
+        if args.external_data:
+            raise _usage("--external-data applies to --target onnx")
+    elif args.command == "compile" and args.target != "onnx":
         if args.weights is not None:
             raise _usage("--weights applies to --target onnx (the torch source takes weights with "
                          "model.load_state_dict)")
@@ -367,7 +385,7 @@ def cmd_summary(args) -> int:
         print(_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}",
                           json.dumps(net.summary(), indent=2, ensure_ascii=False)))
     else:
-        print(_terminal_safe(net.summary_text()))
+        print(_terminal_safe(net.summary_text(depth=args.depth)))
     return EXIT_OK
 
 
@@ -380,6 +398,8 @@ def cmd_compile(args) -> int:
     if args.target == "onnx":
         data = net.save_onnx(args.output, weights=args.weights, opset=args.opset, seed=args.seed,
                              external_data=True if args.external_data else None)
+    elif args.target == "safetensors":
+        net.save_safetensors(args.output, weights=args.weights, seed=args.seed)
     else:
         net.save_torch_source(args.output)
     if args.output != "-":
@@ -455,17 +475,21 @@ def cmd_run(args) -> int:
             feeds[inp.name] = rng.integers(0, 10, shape).astype(dtype)
 
     import time
+    from .progress import progress_bar
     names = [o.name for o in session.get_outputs()]
     try:
         outputs = session.run(names, feeds)          # warm-up
         times = []
         budget_end = time.perf_counter() + 2.0
-        while len(times) < (args.repeat or 10):
-            t0 = time.perf_counter()
-            session.run(names, feeds)
-            times.append(time.perf_counter() - t0)
-            if args.repeat is None and len(times) >= 3 and time.perf_counter() > budget_end:
-                break
+        # a bar over --repeat N timed runs on a terminal (none when stderr is not one)
+        with progress_bar(args.repeat or 0, "timed runs", unit="runs") as bar:
+            while len(times) < (args.repeat or 10):
+                t0 = time.perf_counter()
+                session.run(names, feeds)
+                times.append(time.perf_counter() - t0)
+                bar.advance(1)
+                if args.repeat is None and len(times) >= 3 and time.perf_counter() > budget_end:
+                    break
     except Exception as e:  # noqa: BLE001
         raise _error(f"onnxruntime failed to run {label}: {_ort_message(e)}") from None
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feeds.items())

@@ -93,6 +93,43 @@ def describe(target) -> str:
     return "standard output" if str(target) == STDOUT else f"'{target}'"
 
 
+# ---- progress ---------------------------------------------------------------------------------
+
+PROGRESS_MIN_BYTES = 64 << 20     # smaller outputs are written without a progress bar
+_PROGRESS_STEP = 16 << 20         # the bar moves at least every this many bytes
+
+
+def with_progress(emit, total: int, description: str):
+    """`emit` (which writes about `total` bytes to the file it is given), drawing a progress bar
+    while it writes when `total` is PROGRESS_MIN_BYTES or more (netdsl.progress: on a terminal
+    only, or when NETDSL_PROGRESS=1)."""
+    if total < PROGRESS_MIN_BYTES:
+        return emit
+
+    def emit_with_bar(f):
+        from .progress import progress_bar
+        with progress_bar(total, description) as bar:
+            emit(_Counted(f, bar))
+    return emit_with_bar
+
+
+class _Counted:
+    """A file whose writes advance a progress bar (large ones in steps)."""
+
+    def __init__(self, f, bar):
+        self._f, self._bar = f, bar
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        for start in range(0, len(view), _PROGRESS_STEP):
+            piece = view[start:start + _PROGRESS_STEP]
+            self._f.write(piece)
+            self._bar.advance(len(piece))
+        return len(view)
+
+
 # ---- sinks: a binary file-like object with write(), commit() and discard() ------------------
 
 class _Sink:

@@ -1,5 +1,6 @@
-"""Weights as numpy arrays keyed by state_dict name: deterministic random init, and
-loading from .npz files or torch state_dicts (.pt), checked against the graph."""
+"""Weights as numpy arrays keyed by state_dict name: deterministic random init, loading
+from .safetensors files (without torch), .npz files or torch state_dicts (.pt), checked
+against the graph, and writing them as safetensors."""
 from __future__ import annotations
 
 import os
@@ -254,7 +255,8 @@ def stream_bytes(values: list):
 
 
 def load_weights(path: str | Path) -> dict:
-    """Read a .npz archive or a torch state_dict (.pt / .pth) into numpy arrays."""
+    """Read a .safetensors file, a .npz archive or a torch state_dict (.pt / .pth) into numpy
+    arrays (a .safetensors file memory-mapped, not copied; torch is imported only for .pt)."""
     from .source_files import UnreadableFile, check_regular
     p = Path(path)
     if not p.exists():
@@ -263,6 +265,8 @@ def load_weights(path: str | Path) -> dict:
         check_regular(p)
     except UnreadableFile as e:
         raise UsageError(f"cannot read weights from '{path}': {e.reason}") from None
+    if p.suffix == ".safetensors":
+        return load_safetensors(p, where=f"'{path}'")
     if p.suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:
@@ -281,7 +285,115 @@ def load_weights(path: str | Path) -> dict:
         if not isinstance(obj, dict):
             raise UsageError(f"'{path}' holds no state_dict")
         return from_state_dict(obj, where=f"'{path}'")
-    raise UsageError(f"weights file '{path}': use a .npz archive or a torch .pt/.pth state_dict")
+    raise UsageError(f"weights file '{path}': use a .safetensors file, a .npz archive or a torch "
+                     ".pt/.pth state_dict")
+
+
+# ---- safetensors ---------------------------------------------------------------------------------
+
+# safetensors dtype -> the numpy dtype its bytes are read as (the format is little-endian).
+# BF16 is read as its 16 bits and widened to float32 (a bfloat16 is a float32's upper half), as
+# .pt loading widens it; F16 stays float16 until check_weights converts it to the parameter's
+# dtype. BOOL is read so that check_weights can refuse it by name, as it does for .npz.
+_SAFETENSORS_READ = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
+                     "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                     "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+# numpy dtype -> safetensors dtype, for writing
+_SAFETENSORS_WRITE = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+                      np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.int16): "I16",
+                      np.dtype(np.int8): "I8", np.dtype(np.uint8): "U8", np.dtype(np.bool_): "BOOL"}
+
+
+def load_safetensors(path: str | Path, where: str | None = None) -> dict:
+    """The tensors of a .safetensors file as numpy arrays, without torch.
+
+    The safetensors library reads and validates the header (a malformed or truncated file, or
+    overlapping tensors, are refused there); the tensors themselves are then views of a private
+    (copy-on-write) memory map of the file, so nothing is read before it is used and nothing is
+    copied unless it must be converted. The library checks that the tensors lie back to back in
+    the order `offset_keys` gives, right after the 8-byte length and the header it measures,
+    which is where each one's bytes are taken from."""
+    import mmap
+    where = where or f"'{path}'"
+    try:
+        from safetensors import safe_open
+    except ImportError:      # a core dependency; only a broken install lacks it
+        raise UsageError(f"cannot read weights from {where}: reading .safetensors needs the "
+                         "safetensors package (pip install safetensors)") from None
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            entries = []
+            for key in f.offset_keys():
+                piece = f.get_slice(key)
+                entries.append((key, piece.get_dtype(), tuple(piece.get_shape())))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError: all mean "not readable as safetensors"
+        raise UsageError(f"cannot read weights from {where}: not a valid safetensors file "
+                         f"({_reason(e)})") from None
+    for key, dtype, _ in entries:
+        if dtype not in _SAFETENSORS_READ:
+            raise UsageError(f"cannot read weights from {where}: tensor {key} has dtype {dtype}, which "
+                             f"netdsl does not read (it reads {', '.join(_SAFETENSORS_READ)})")
+    try:
+        with open(path, "rb") as fh:
+            start = 8 + int.from_bytes(fh.read(8), "little")
+            buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) if entries else b""
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read weights from {where}: {_reason(e)}") from None
+    out, offset = {}, start
+    for key, dtype, shape in entries:
+        np_dtype = np.dtype(_SAFETENSORS_READ[dtype])
+        count = int(np.prod(shape, dtype=np.int64))
+        try:
+            arr = np.frombuffer(buffer, dtype=np_dtype, count=count, offset=offset).reshape(shape)
+        except ValueError:      # the file shrank since the library read it
+            raise UsageError(f"cannot read weights from {where}: the file is truncated") from None
+        offset += count * np_dtype.itemsize
+        if dtype == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[key] = arr
+    return out
+
+
+def safetensors_writer(layout: dict, values: dict, metadata: dict | None = None):
+    """(size in bytes, emit(f)) for a .safetensors file of `values` (arrays, PendingArrays or
+    LazyUniforms, keyed as `layout`: name -> ParamSpec), streamed as `stream_bytes` gives
+    them, so that random weights are generated while being written and never all held.
+
+    The safetensors library's writers take every tensor in memory at once and write to a path of
+    their own; this writes the same format (an 8-byte little-endian header length, the JSON
+    header padded with spaces to a multiple of 8, the tensors back to back) to the file object
+    netdsl.output gives, so that it is atomic like every other output. 8-byte types come first,
+    so that every tensor is aligned to its type's size within the file."""
+    import json
+    order = sorted(layout, key=lambda k: -np.dtype(layout[k].dtype).itemsize)     # stable sort
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name in order:
+        spec = layout[name]
+        dtype = np.dtype(spec.dtype)
+        if dtype not in _SAFETENSORS_WRITE:
+            raise UsageError(f"parameter {name} has dtype {dtype}, which safetensors cannot hold")
+        nbytes = int(np.prod(spec.shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": _SAFETENSORS_WRITE[dtype], "shape": [int(d) for d in spec.shape],
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    head = len(text).to_bytes(8, "little") + text
+
+    def source(name):
+        value, dtype = values[name], layout[name].dtype
+        if isinstance(value, LazyUniform):
+            return value
+        return lambda: np.ascontiguousarray(resolve(value), dtype=dtype)
+
+    def emit(f) -> None:
+        f.write(head)
+        for _, piece in stream_bytes([source(name) for name in order]):
+            f.write(piece)
+    return len(head) + offset, emit
 
 
 def _reason(e: Exception) -> str:

@@ -235,7 +235,8 @@ def test_summary_json(specs):
     assert isinstance(s["macs"], str)           # symbolic: depends on N, H, W
     assert s["constraints"] == ["H ≡ 0 (mod 4), H ≥ 44", "W ≡ 0 (mod 4), W ≥ 44"]
     layer = s["layers"][0]
-    assert set(layer) == {"path", "op", "output_shape", "params", "frozen_params", "macs"}
+    # issue 10 added keys (depth, trainable_params, activation_bytes, receptive_field): these stay
+    assert set(layer) >= {"path", "op", "output_shape", "params", "frozen_params", "macs"}
     assert s["trainable_params"] == s["params"] and s["frozen_params"] == 0
     assert layer["path"] == "body.enc.conv1" and layer["op"] == "Conv2d"
     assert sum(x["params"] for x in s["layers"]) == s["params"]

@@ -29,11 +29,28 @@ def _attribute(key: str, value) -> AttributeProto:
     return helper.make_attribute(key, value)
 
 
+_WITH_SUBGRAPHS = frozenset({"If", "Loop", "Scan"})
+
+
+def _with_subgraph_nodes(nodes):
+    """The nodes, each followed by those of its subgraphs (an If's branches), depth first."""
+    for node in nodes:
+        yield node
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                yield from _with_subgraph_nodes(attr.g.node)
+            elif attr.type == AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _with_subgraph_nodes(g.node)
+
+
 class OnnxBuilder:
     def __init__(self, opset: int, weights: dict):
         self.opset = opset
         self.weights = weights
         self.nodes: list = []
+        self.made: list = []        # nodes added since the last name_nodes(), subgraphs' included
+        self._node_names: set = set()
         self.initializers: dict = {}
         self._used: set = set()
         self._consts: dict = {}
@@ -64,22 +81,65 @@ class OnnxBuilder:
     def add(self, op_type: str, inputs: list, outputs=None, name: str | None = None,
             domain: str = "", **attrs):
         """Add a node. `outputs`: names, or a hint for one fresh output. Returns the output
-        name, or the list of names when several were asked for."""
+        name, or the list of names when several were asked for. The node is named by
+        `name_nodes` (after the IR node it is made for); `name`, if given, is its label there
+        instead of its op type."""
         if outputs is None or isinstance(outputs, str):
             outputs = [self.fresh(outputs or op_type.lower())]
-        node_name = self.fresh(name or f"{outputs[0]}_{op_type}")
         # helper.make_node, with the common attribute kinds made directly (_attribute)
         node = NodeProto()
         node.op_type = op_type
         node.input.extend(inputs)
         node.output.extend(outputs)
-        node.name = node_name
+        if name:
+            node.name = name
         if domain:
             node.domain = domain
         if attrs:
             node.attribute.extend(_attribute(k, v) for k, v in sorted(attrs.items()) if v is not None)
         self.nodes.append(node)
+        self.made.append(node)
         return outputs[0] if len(outputs) == 1 else list(outputs)
+
+    def name_nodes(self, path: str) -> None:
+        """Name the nodes added since the last call (those of an If's branches included) after
+        the IR node they were made for, so that a viewer (Netron) shows the spec's paths: one node
+        is named `path` itself, several `path/OpType`, `path/OpType_1`, ... (each op type counted
+        on its own). A name already given is made unique the same way."""
+        made = self.made
+        if not made:
+            return
+        self.made = []
+        if any(node.op_type in _WITH_SUBGRAPHS for node in made):
+            made = list(_with_subgraph_nodes(made))
+        taken = self._node_names
+        if len(made) == 1 and not made[0].name:
+            name = path
+            if name in taken:
+                name = f"{path}/{made[0].op_type}"
+            made[0].name = self._unique_node_name(name)
+            return
+        counts: dict = {}
+        for node in made:
+            label = node.name or node.op_type
+            k = counts.get(label, 0)
+            counts[label] = k + 1
+            name = f"{path}/{label}_{k}" if k else f"{path}/{label}"
+            if name in taken:
+                name = self._unique_node_name(name)
+            else:
+                taken.add(name)
+            node.name = name
+
+    def _unique_node_name(self, name: str) -> str:
+        taken = self._node_names
+        if name in taken:
+            k = 1
+            while f"{name}_{k}" in taken:
+                k += 1
+            name = f"{name}_{k}"
+        taken.add(name)
+        return name
 
     def const(self, value, hint: str = "const", dtype=None) -> str:
         """An initializer holding a constant; identical small constants are shared."""

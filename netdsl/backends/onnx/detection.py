@@ -76,11 +76,13 @@ def _subgraph(b: OnnxBuilder, name: str, build) -> GraphProto:
     int64 tensor); constants go to the main graph's initializers (outer scope). `build` must not
     call b.input_dim, whose cached nodes would then live only in the branch."""
     saved, b.nodes = b.nodes, []
+    made = len(b.made)
     try:
         out = build()
         nodes = b.nodes
     finally:
         b.nodes = saved
+        del b.made[made:]       # make_graph copies them: name_nodes names the copies in the If
     return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(out, INT64, None)])
 
 

@@ -84,6 +84,7 @@ def _emit(graph: Graph, weights: dict, opset: int, direct_resize: bool):
                 b.input_dims.setdefault(d.terms[0][0].name, (v.name, axis))
     for n in graph.nodes:
         EMITTERS[n.op](b, n, [onnx_name[v.name] for v in n.inputs], [onnx_name[v.name] for v in n.outputs])
+        b.name_nodes(n.path or n.op)       # ONNX node names are the spec's paths
     return b, onnx_name
 
 
@@ -110,6 +111,7 @@ def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     for name, v in graph.outputs:
         if onnx_name[v.name] != name:   # an input, a value output under several names, or renamed
             b.add("Identity", [onnx_name[v.name]], [name])
+            b.name_nodes(f"output:{name}")
         outputs.append(_value_info(name, v.shape, v.dtype))
     out_names = {name for name, _ in graph.outputs}
     value_info = [_value_info(onnx_name[v.name], v.shape, v.dtype) for n in graph.nodes for v in n.outputs
@@ -121,8 +123,18 @@ def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
     model = helper.make_model(g, opset_imports=opsets, producer_name="netdsl", producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opsets)
     rules = size_rules.to_json(graph)       # the input sizes that work, for `netdsl run` to check
-    helper.set_model_props(model, {size_rules.METADATA_KEY: rules})
+    helper.set_model_props(model, {size_rules.METADATA_KEY: rules, **model_metadata(graph)})
     return model, b.used
+
+
+def model_metadata(graph: Graph) -> dict:
+    """Where a model came from, for viewers and tools: `netdsl.source` (the spec file that
+    defines the network, named as it was given), `netdsl.network` and `netdsl.version`."""
+    source = graph.span.file if graph.span is not None else None
+    meta = {"netdsl.network": graph.name, "netdsl.version": __version__}
+    if source:
+        meta["netdsl.source"] = source
+    return meta
 
 
 def _tensor_header(name: str, spec) -> TensorProto:
@@ -242,6 +254,11 @@ class StreamedModel:
                 entry.key, entry.value = key, value
             model.graph.initializer.append(t)
         return model.SerializeToString()
+
+    def data_size(self) -> int:
+        """The size of the external data file, in bytes."""
+        offsets = self._offsets()
+        return offsets[-1][2] + offsets[-1][3] if offsets else 0
 
     def write_data(self, f) -> None:
         """The external data file: every weight's raw bytes at the offsets external_model gives."""
