@@ -166,9 +166,10 @@ class Network:
                 raise UsageError(f"save_safetensors writes bytes: open {describe(path)} in binary mode ('wb')")
         else:
             path = path_text(path)
+        from .ir.graph import graph_source
         metadata = {"netdsl.network": self.name}
-        if self.graph.span is not None:
-            metadata["netdsl.source"] = self.graph.span.file
+        if graph_source(self.graph):
+            metadata["netdsl.source"] = graph_source(self.graph)
         values = self._weights(weights, seed, wait=False, lazy=True)
         size, emit = safetensors_writer(self.graph.state_layout(), values, metadata)
         write_outputs([(path, with_progress(emit, size, f"writing {self.name} weights"))])

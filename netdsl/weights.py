@@ -323,7 +323,7 @@ def load_safetensors(path: str | Path, where: str | None = None) -> dict:
     try:
         with safe_open(str(path), framework="numpy") as f:
             entries = []
-            for key in f.offset_keys():
+            for key in _offset_order(f, path):
                 piece = f.get_slice(key)
                 entries.append((key, piece.get_dtype(), tuple(piece.get_shape())))
     except Exception as e:  # noqa: BLE001 - SafetensorError, OSError: all mean "not readable as safetensors"
@@ -352,6 +352,17 @@ def load_safetensors(path: str | Path, where: str | None = None) -> dict:
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         out[key] = arr
     return out
+
+
+def _offset_order(f, path) -> list:
+    """The tensors' names in the order of their bytes in the file: `offset_keys()` (safetensors
+    0.6 and later), else sorted by the offsets in the header, which the library has validated."""
+    if hasattr(f, "offset_keys"):
+        return list(f.offset_keys())
+    import json
+    with open(path, "rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    return sorted(f.keys(), key=lambda k: tuple(header[k]["data_offsets"]))
 
 
 def safetensors_writer(layout: dict, values: dict, metadata: dict | None = None):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir import dims as D
+from ..ir.graph import graph_source
 
 INPUT, OUTPUT = "input:", "output:"
 
@@ -111,8 +112,7 @@ def build_view(net) -> View:
 
 def build_view_of_graph(graph) -> View:
     blocks = getattr(graph, "blocks", None) or {}
-    view = View(network=graph.name, doc=graph.doc,
-                source=graph.span.file if graph.span is not None else None)
+    view = View(network=graph.name, doc=graph.doc, source=graph_source(graph))
     nodes: dict[str, dict] = {}          # id -> node, in insertion order
     top: list[str] = []                  # top-level ids in execution order
     macs_of: dict[str, object] = {}      # composite id -> Dim total

@@ -115,7 +115,7 @@ class Elaborator(ExpressionEvaluator):
         overrides = dict(overrides or {})
         inputs = dict(inputs or {})
         defn, bound_args, bound_kwargs, alias_span = self._resolve_network(name)
-        self.graph = Graph(name=name, doc=defn.doc, span=defn.span)
+        self.graph = Graph(name=name, doc=defn.doc, span=defn.span, source=self.program.main_source)
         self.graph.constraints = RecordedConstraints()
         self._dims_checked: set = set()     # symbolic output sizes already required to be >= 1
         self._shape_results: dict = {}      # see _apply_op

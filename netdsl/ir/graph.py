@@ -45,6 +45,16 @@ class ParamSpec:
     trainable: bool = True         # False: frozen (`frozen = true`, `freeze`); buffers: see `buffer`
 
 
+def graph_source(graph) -> str | None:
+    """The spec file a graph's network was loaded from, as given (None where unknown): its
+    `source`, else the file its definition is in."""
+    source = getattr(graph, "source", None)
+    if source:
+        return source
+    span = getattr(graph, "span", None)
+    return span.file if span is not None else None
+
+
 def param_key(path: str, pname: str) -> str:
     """The state_dict key of a node's parameter; a `param` tensor is keyed by its path alone."""
     return f"{path}.{pname}" if pname else path
@@ -82,6 +92,9 @@ class Graph:
                                                      # in the order made (ShapeCtx.dynamic)
     blocks: dict = field(default_factory=dict)       # block instance path -> (block name, Span of
                                                      # the call); spliced instances have no path
+    source: str | None = None                        # the spec file the network was loaded from,
+                                                     # as given (a network may be defined in a file
+                                                     # it imports: span.file is that one)
 
     def state_layout(self) -> dict:
         """Fully-qualified parameter/buffer name -> ParamSpec, in definition order."""

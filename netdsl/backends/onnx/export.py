@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ... import __version__
 from ...errors import BackendError, UsageError
 from ...ir import dims as D
-from ...ir.graph import Graph, param_key
+from ...ir.graph import Graph, graph_source, param_key
 from ...passes import size_rules
 from .builder import OnnxBuilder
 from .emitters import EMITTERS
@@ -128,9 +128,10 @@ def build_graph_proto(graph: Graph, weights: dict, opset: int = DEFAULT_OPSET):
 
 
 def model_metadata(graph: Graph) -> dict:
-    """Where a model came from, for viewers and tools: `netdsl.source` (the spec file that
-    defines the network, named as it was given), `netdsl.network` and `netdsl.version`."""
-    source = graph.span.file if graph.span is not None else None
+    """Where a model came from, for viewers and tools: `netdsl.source` (the spec file the
+    network was loaded from, named as it was given, even where the network is defined in a file
+    it imports), `netdsl.network` and `netdsl.version`."""
+    source = graph_source(graph)
     meta = {"netdsl.network": graph.name, "netdsl.version": __version__}
     if source:
         meta["netdsl.source"] = source

@@ -87,6 +87,10 @@
   }
 
   // ---- layout with dagre
+  // dagre (graphlib) keeps nodes in plain objects: an id such as "__proto__" (a legal netdsl
+  // name) would reach the prototype. Every id goes to dagre behind this prefix.
+  function dkey(id) { return "n:" + id; }
+  function unkey(k) { return k.slice(2); }
   function buildGraph() {
     var g = new dagre.graphlib.Graph({ compound: true, multigraph: false });
     g.setGraph({ rankdir: "TB", nodesep: 24, ranksep: 34, edgesep: 12, marginx: 24, marginy: 24 });
@@ -94,16 +98,16 @@
     var visible = VIEW.nodes.filter(isVisible);
     visible.forEach(function (n) {
       if (isComposite(n) && expanded.has(n.id)) {
-        g.setNode(n.id, { cluster: true });
+        g.setNode(dkey(n.id), { cluster: true });
       } else {
         var L = boxLines(n);
         var w = Math.max(textWidth(L.title, FONT_BOLD), textWidth(L.sub, FONT)) + 2 * PAD_X;
         if (isComposite(n)) w += MARK + 6;
-        g.setNode(n.id, { width: Math.ceil(w), height: 2 * LINE + 2 * PAD_Y });
+        g.setNode(dkey(n.id), { width: Math.ceil(w), height: 2 * LINE + 2 * PAD_Y });
       }
     });
     visible.forEach(function (n) {
-      if (n.parent !== null && n.parent !== undefined && g.hasNode(n.parent)) g.setParent(n.id, n.parent);
+      if (n.parent !== null && n.parent !== undefined && g.hasNode(dkey(n.parent))) g.setParent(dkey(n.id), dkey(n.parent));
     });
     var seen = new Map();
     VIEW.edges.forEach(function (e) {
@@ -115,7 +119,7 @@
       var d = { label: label, width: label ? Math.ceil(textWidth(label, FONT_SMALL)) + 8 : 0,
                 height: label ? 14 : 0, labelpos: "c", value: e.value, count: 1 };
       seen.set(key, d);
-      g.setEdge(a, b, d);
+      g.setEdge(dkey(a), dkey(b), d);
     });
     return g;
   }
@@ -168,12 +172,12 @@
     var clusters = el("g", { "class": "clusters" }, viewport);
     var edges = el("g", { "class": "edges" }, viewport);
     var nodes = el("g", { "class": "nodes" }, viewport);
-    var ids = g.nodes();
+    var ids = g.nodes().map(unkey);
     // clusters, outermost first so inner ones paint on top
-    ids.filter(function (id) { return g.node(id).cluster; })
+    ids.filter(function (id) { return g.node(dkey(id)).cluster; })
        .sort(function (a, b) { return byId.get(a).depth - byId.get(b).depth; })
        .forEach(function (id) {
-         var n = byId.get(id), d = g.node(id), x = d.x - d.width / 2, y = d.y - d.height / 2;
+         var n = byId.get(id), d = g.node(dkey(id)), x = d.x - d.width / 2, y = d.y - d.height / 2;
          var grp = el("g", { "class": "cluster " + n.kind, "data-id": id, "data-expanded": "1" }, clusters);
          el("rect", { x: x, y: y, width: d.width, height: d.height, rx: 8, "class": "box" }, grp);
          var head = el("g", { "class": "cluster-head toggle", "data-id": id }, grp);
@@ -185,9 +189,9 @@
          if (h.op) { var o = el("tspan", { "class": "op" }, t); o.textContent = "  " + h.op; }
        });
     g.edges().forEach(function (ed) {
-      var d = g.edge(ed);
-      var grp = el("g", { "class": "edge", "data-from": ed.v, "data-to": ed.w }, edges);
-      el("title", null, grp).textContent = ed.v + " \u2192 " + ed.w + ": " + d.value + " " + d.label +
+      var d = g.edge(ed), from = unkey(ed.v), to = unkey(ed.w);
+      var grp = el("g", { "class": "edge", "data-from": from, "data-to": to }, edges);
+      el("title", null, grp).textContent = from + " \u2192 " + to + ": " + d.value + " " + d.label +
         (d.count > 1 ? " (and " + (d.count - 1) + " more)" : "");
       var curve = basis(d.points);
       el("path", { d: curve, "class": "hit" }, grp);   // a wider, invisible target for the pointer
@@ -197,8 +201,8 @@
         text(grp, d.x, d.y + 3.5, d.label, "shape");
       }
     });
-    ids.filter(function (id) { return !g.node(id).cluster; }).forEach(function (id) {
-      var n = byId.get(id), d = g.node(id), x = d.x - d.width / 2, y = d.y - d.height / 2;
+    ids.filter(function (id) { return !g.node(dkey(id)).cluster; }).forEach(function (id) {
+      var n = byId.get(id), d = g.node(dkey(id)), x = d.x - d.width / 2, y = d.y - d.height / 2;
       var comp = isComposite(n);
       var grp = el("g", { "class": "node " + n.kind + (comp ? " collapsed toggle" : ""), "data-id": id }, nodes);
       if (comp) el("rect", { x: x + 4, y: y + 4, width: d.width, height: d.height, rx: 6, "class": "stack" }, grp);
@@ -357,7 +361,7 @@
       graphBox = { width: gg.width || 0, height: gg.height || 0 };
       svg.setAttribute("data-width", graphBox.width); svg.setAttribute("data-height", graphBox.height);
       draw(g);
-      if (anchor && g.hasNode(anchor.id)) {
+      if (anchor && g.hasNode(dkey(anchor.id))) {
         var now = screenAnchor(anchor.id);
         if (now) { T.x += anchor.x - now.x; T.y += anchor.y - now.y; applyTransform(); }
       } else fit();
