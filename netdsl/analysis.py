@@ -6,6 +6,7 @@ elaborates each network the text defines, collecting each failure as a diagnosti
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import re
 from dataclasses import dataclass, field
@@ -71,7 +72,12 @@ def analyse(text: str, path: str | None = None) -> Analysis:
 
 def _base_dir(path: str | None):
     from pathlib import Path
-    return Path(path).resolve().parent if path and path != "<string>" else Path.cwd()
+    if not path or path == "<string>":
+        return Path.cwd()
+    try:
+        return Path(path).resolve().parent
+    except (OSError, ValueError):       # a path the system refuses (a NUL in it, a loop, ...)
+        return Path(path).parent
 
 
 def _elaborate_all(out: Analysis, syntax: list, broken: set, failed_import: bool):
@@ -109,14 +115,24 @@ def _after_syntax_error(err: NetDSLError, module, syntax: list, broken: set) -> 
     if isinstance(err, NameLookupError) and any(f"'{b}'" in err.message for b in broken):
         return True
     places = [s for s in [err.span, *(s for _, s in err.trace)] if s is not None]
+    if len(syntax) >= MAX_ERRORS:
+        # past the cap syntax errors go unreported: any after the last reported one may be the cause
+        name, last = syntax[0].span.source.name, max((e.span.line, e.span.col) for e in syntax)
+        if any(s.source.name == name and (s.line, s.col) > last for s in places):
+            return True
     items = module.items if module else []
-    for item, after in zip(items, [*items[1:], None]):
-        # a syntax error up to the next definition is this one's (one left open ends there)
-        lo = (item.span.line, item.span.col)
-        hi = (after.span.line, after.span.col) if after is not None else (float("inf"), 0)
-        first = [(e.span.line, e.span.col) for e in syntax if lo <= (e.span.line, e.span.col) < hi]
-        if first and any(s.source is item.span.source and lo <= (s.line, s.col) < hi
-                         and ((s.line, s.col) >= min(first) or s == item.span) for s in places):
+    starts = [(item.span.line, item.span.col) for item in items]       # in source order
+    errors = sorted((e.span.line, e.span.col) for e in syntax)
+    for s in places:
+        # the definition the place is in: a syntax error up to the next definition is this
+        # one's (one left open ends there); found by bisection (a text may have 1000s of each)
+        pos = (s.line, s.col)
+        k = bisect.bisect_right(starts, pos) - 1
+        if k < 0 or s.source is not items[k].span.source:
+            continue
+        hi = starts[k + 1] if k + 1 < len(starts) else (float("inf"), 0)
+        j = bisect.bisect_left(errors, starts[k])       # its first syntax error, if any
+        if j < len(errors) and errors[j] < hi and (pos >= errors[j] or s == items[k].span):
             return True
     return False
 

@@ -414,6 +414,55 @@ def test_lsp_imports_no_torch():
     assert not [m for m in modules if m.split(".")[0] in ("torch", "onnx", "onnxruntime")]
 
 
+def test_no_completion_inside_comments_and_strings(lsp):
+    text = textwrap.dedent('''\
+        # a comment about Con
+        network S {
+            "A docstring that mentions Con"
+            input x: f32[1, 3, 8, 8]
+            output y = x -> Conv2d(4, 3, padding = "sa") -> ReLU  # and Con
+        }
+        ''')
+    uri = lsp.open(lsp.root / "strings.net", text)
+    for needle, offset in (("about Con", 9), ("mentions Con", 12), ('"sa"', 3), ("and Con", 7)):
+        result = lsp.completion(uri, *_pos(text, needle, offset))
+        assert result is not None and not result.items, needle
+    # in code, on the same lines: layers and keyword arguments
+    labels = [i.label for i in lsp.completion(uri, *_pos(text, "-> ReLU", 3)).items]
+    assert "Conv2d" in labels
+    labels = [i.label for i in lsp.completion(uri, *_pos(text, "padding", 0)).items]
+    assert "stride" in labels and "Conv2d" in labels
+
+
+def test_requests_for_documents_that_are_not_open_or_not_files(lsp):
+    """A request may name any URI: one that is neither open nor a readable file gets null (it was
+    an internal error, FileNotFoundError, with a traceback in the log)."""
+    missing = from_fs_path(str(lsp.root / "never written.net"))
+    for uri in (missing, "untitled:Untitled-9", "https://example.com/x.net"):
+        doc = types.TextDocumentIdentifier(uri=uri)
+        assert lsp.hover(uri, 0, 0) is None
+        assert lsp.completion(uri, 0, 0) is None
+        assert lsp.definition(uri, 0, 0) is None
+        assert lsp.symbols(uri) is None
+        assert lsp.run(lsp.client.text_document_formatting_async(types.DocumentFormattingParams(
+            text_document=doc, options=types.FormattingOptions(tab_size=4, insert_spaces=True)))) is None
+    # a file on disk that is not open still answers, from its text on disk
+    syms = lsp.symbols(from_fs_path(str(lsp.root / "lib.net")))
+    assert [s.name for s in syms] == ["Stem"]
+
+
+def test_import_of_a_name_the_system_refuses_keeps_definitions(lsp):
+    # an import too long for a file name made every request on the document fail (OSError)
+    text = f'import "{"a" * 5000}.net"\n' + MAIN
+    uri = lsp.open(lsp.root / "longimport.net", text)
+    diags = lsp.wait_diagnostics(uri)
+    assert [d.range.start.line for d in diags] == [0] and "cannot import" in diags[0].message
+    locs = lsp.definition(uri, *_pos(text, "Stem(16)", 2))
+    assert locs and Path(to_fs_path(locs[0].uri)) == (lsp.root / "lib.net").resolve()
+    labels = [i.label for i in lsp.completion(uri, *_pos(text, "-> Pair(32)", 3)).items]
+    assert "Stem" in labels and "Pair" in labels
+
+
 def test_shutdown_and_exit_are_clean(lsp):
     """Last: shuts the module's server down (shutdown answers null, exit ends the process with 0)."""
     start = time.monotonic()

@@ -95,7 +95,11 @@ class Program:
                 candidates.append(base_dir / rel)
             candidates.append(STD_DIR / rel)
         for c in candidates:
-            if c.exists() and not c.is_dir():    # a FIFO or device is refused by add_file
+            try:
+                found = c.exists() and not c.is_dir()    # a FIFO or device is refused by add_file
+            except OSError as e:        # a name the system refuses (too long, ...)
+                raise ImportFailure(f"cannot import '{rel}': {e.strerror or e}", item.span) from None
+            if found:
                 return self.add_file(c, main=False, span=item.span)
         raise ImportFailure(f"cannot find '{rel}' to import"
                             + ("" if rel.startswith("std/") else " (looked beside this file and in std/)"),

@@ -19,6 +19,20 @@ KEYWORDS = ("network", "block", "import", "input", "output", "param", "return", 
 _TOKENS = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*(?:"""|$)|"(?:[^"\\\n]|\\.)*"?|\'(?:[^\'\\\n]|\\.)*\'?'
                      r"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*|==|<=|>=|!=|->|[()\[\]{}=,]|\s+|.", re.S)
 _IMPORT = re.compile(r'\bimport\s+"([^"\n]*)$')
+_CLOSED_STRING = re.compile(r'"""(?:[^"\\]|\\.|"(?!""))*"""|"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'', re.S)
+
+
+def in_string_or_comment(text: str) -> bool:
+    """Whether the end of `text` is inside a comment or a string literal (left open there)."""
+    last = None
+    for last in _TOKENS.finditer(text):
+        pass
+    if last is None or last.end() != len(text):
+        return False
+    tok = last.group()
+    if tok.startswith("#"):
+        return True
+    return tok[0] in "\"'" and _CLOSED_STRING.fullmatch(tok) is None
 
 
 def call_context(text: str) -> tuple | None:
@@ -98,6 +112,8 @@ def completion(doc, position: types.Position) -> types.CompletionList:
     m = _IMPORT.search(before[before.rfind("\n") + 1:])
     if m:
         return types.CompletionList(is_incomplete=False, items=_import_items(doc, m.group(1)))
+    if in_string_or_comment(before):        # prose, not code: nothing to offer
+        return types.CompletionList(is_incomplete=False, items=[])
     items = []
     ctx = call_context(before)
     if ctx is not None:

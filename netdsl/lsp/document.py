@@ -122,7 +122,7 @@ def _resolve(name: str):
         path = STD_DIR / name[4:]
     try:
         return path.resolve()
-    except OSError:
+    except (OSError, ValueError):       # ValueError: a NUL in the name
         return None
 
 

@@ -42,8 +42,11 @@ def import_target(rel: str, base_dir: Path | None) -> Path | None:
             candidates.append(base_dir / rel)
         candidates.append(STD_DIR / rel)
     for c in candidates:
-        if c.is_file():
-            return c.resolve()
+        try:
+            if c.is_file():
+                return c.resolve()
+        except OSError:         # a name the system refuses (too long, ...)
+            return None
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -45,10 +46,16 @@ class NetdslLanguageServer(LanguageServer):
                 return td.source
         return None
 
-    def document(self, uri: str) -> Document:
-        """The analysed Document for the workspace's current text of `uri`."""
+    def document(self, uri: str) -> Document | None:
+        """The analysed Document for the workspace's current text of `uri`; None for a URI that
+        is neither open nor a readable regular file (a request may name any URI)."""
         td = self.workspace.get_text_document(uri)
-        text = td.source
+        if td.version is None and (uri_scheme(uri) != "file" or not td.path or not os.path.isfile(td.path)):
+            return None         # not open: pygls would read td.path, which is no file
+        try:
+            text = td.source
+        except (OSError, ValueError):       # gone, unreadable, or not UTF-8 (a ValueError)
+            return None
         doc = self.documents.get(uri)
         if doc is None or doc.text != text:
             path = to_fs_path(uri) if uri_scheme(uri) == "file" else None
@@ -60,12 +67,15 @@ class NetdslLanguageServer(LanguageServer):
     def publish(self, uri: str, version: int | None):
         doc = self.document(uri)
         self.text_document_publish_diagnostics(
-            types.PublishDiagnosticsParams(uri=uri, version=version, diagnostics=diagnostics(doc)))
+            types.PublishDiagnosticsParams(uri=uri, version=version,
+                                           diagnostics=diagnostics(doc) if doc is not None else []))
 
 
 def _safe(feature, doc, *args):
     """A feature's answer; None (and the traceback in the log) where netdsl has a bug, so that
     one bad request does not surface as an error in the editor."""
+    if doc is None:         # a URI that is neither open nor a file
+        return None
     try:
         return feature(doc, *args)
     except Exception:       # noqa: BLE001
@@ -138,6 +148,8 @@ def _add_formatting(server: NetdslLanguageServer):
         from ..errors import NetDSLError
         from ..frontend import formatter
         doc = ls.document(params.text_document.uri)
+        if doc is None:
+            return None
         try:
             new = format_text(doc.text, doc.path or "<string>")
         except NetDSLError:
