@@ -312,6 +312,9 @@ def _open_sink(target, require_regular: bool) -> _Sink:
     label = f"'{text}'"
     if not text:
         raise OutputError("cannot write '': the output path is empty")
+    if text.endswith(("/", os.sep)) and not os.path.isdir(text):
+        # realpath drops the slash: 'out/' would otherwise become a file named 'out'
+        raise OutputError(f"cannot write {label}: a path ending in '/' names a directory, not a file")
     path = os.path.realpath(text)        # follows symlinks, dangling ones and chains included
     try:
         st = os.stat(path)

@@ -160,3 +160,21 @@ def test_safetensors_read_without_offset_keys(tmp_path, monkeypatch):
     for k, v in tensors.items():
         assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
         assert np.array_equal(want[k], v), k
+
+
+def test_an_output_path_ending_in_a_slash_is_refused(tmp_path, capsys):
+    """realpath() drops a trailing '/', so `-o newdir/` wrote a file named 'newdir'."""
+    spec = tmp_path / "tiny.net"
+    spec.write_text("network T { input x: f32[N, 3]\n output y = x -> Linear(2) }\n")
+    target = tmp_path / "newdir"
+    for argv in (["graph", str(spec), "-f", "svg", "-o", f"{target}/"],
+                 ["compile", str(spec), "--target", "onnx", "-o", f"{target}/"]):
+        assert main(argv) == 1
+        assert "ending in '/' names a directory" in capsys.readouterr().err
+        assert not target.exists()
+
+
+def test_summary_footer_counts_one_layer_in_the_singular():
+    summary = netdsl.loads("network T { input x: f32[2, 3]\n output y = x -> Linear(2) }\n").summary_text()
+    assert "the output of its 1 layer," in summary
+    assert "all 1 layers" not in summary

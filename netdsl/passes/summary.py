@@ -270,14 +270,15 @@ def _memory_lines(summary: dict) -> list:
     """The footer's memory estimates (what each counts: docs/summary.md)."""
     act, total = summary["activation_bytes"], summary["total_bytes"]
     n = len(summary["layers"])
+    layers = "the output of its 1 layer" if n == 1 else f"the outputs of all {n} layers"
     out = []
     if isinstance(summary["input_bytes"], int):
         out.append(f"  input size: {_bytes_text(summary['input_bytes'])}")
     if isinstance(act, int):
-        out.append(f"  forward activations: {_bytes_text(act)}, the outputs of all {n} layers, "
+        out.append(f"  forward activations: {_bytes_text(act)}, {layers}, "
                    f"each kept (training keeps them for the backward pass)")
     elif len(act) <= 60 or any(e["name"] in act for e in summary.get("dynamic_dims", ())):
-        out.append(f"  forward activations: {act} bytes, the outputs of all {n} layers, each kept")
+        out.append(f"  forward activations: {act} bytes, {layers}, each kept")
     else:
         out.append(f"  forward activations depend on the input size: give it with --input "
                    f"{_input_example(summary)}")
