@@ -18,7 +18,9 @@ concrete) and outputs within 1e-4 of max(1, |output|) (forgiven: ill-conditioned
 A NetDSLError raised after the checker accepted the spec counts as a failure
 (`late-error:<stage>`): check must catch it.
 For a sample of specs the CLI runs in-process too (`check`, `compile` to both targets, `run`):
-its exit status must be 0 for accepted specs, 1 for rejected ones, never 3.
+its exit status must be 0 for accepted specs, 1 for rejected ones, never 3. Every spec also goes
+through the editor tools (`_check_tools`): the language server's analysis agrees with the
+checker, `netdsl fmt` is idempotent and keeps the meaning, and the graph view holds every layer.
 
 Specs run in worker processes with a per-spec timeout (a hang is a `timeout` failure). Failing
 specs are minimised afterwards (delta debugging over lines while the same category reproduces)
@@ -111,6 +113,7 @@ def check_spec(text: str, symbols: dict, seed: int, cli: bool = False, guards: b
             _check_accepted(net, summary, symbols, seed, out, guards)
         if cli:
             _check_cli(text, out)
+        _check_tools(text, out, None if out["status"] == "rejected" else net)
     except Failure as f:
         out.update(status="failed", category=f.category, detail=f.detail)
     except Skip as s:
@@ -636,6 +639,47 @@ def _check_cli(text, out):
                               f"exit {rc}, API {'accepted' if accepted else 'rejected'}: {buf.getvalue()[-2000:]}")
         if out["status"] == "agreed":
             _stage("cli-torch-file", compile, (Path(d) / "m.py").read_text(encoding="utf-8"), "m.py", "exec")
+
+
+def _check_tools(text, out, net):
+    """The editor tools agree with the compiler: `analyse` (the language server's view) finds
+    no error in an accepted spec and at least one in a rejected one; `netdsl fmt`'s layout of
+    the spec is a fixed point that elaborates to the same network; the graph view of an
+    accepted spec holds every IR node."""
+    import netdsl
+    from netdsl.analysis import analyse
+    from netdsl.errors import NetDSLError, ParseError
+    from netdsl.frontend.formatter import format_text
+    found = _stage("analyse", analyse, text, "fuzz.net").diagnostics
+    if (net is None) != bool(found):
+        raise Failure("analyse-disagrees", f"{'rejected' if net is None else 'accepted'} spec, "
+                      f"analyse found {[d.message for d in found][:3]}")
+    try:
+        formatted = format_text(text, "fuzz.net")
+    except ParseError:
+        if net is not None:
+            raise Failure("fmt-rejects-accepted", _short_tb()) from None
+        return
+    except Exception as e:  # noqa: BLE001 - FormatterError and any crash
+        raise Failure(f"fmt:{type(e).__name__}", _short_tb()) from None
+    if _stage("fmt-idempotent", format_text, formatted, "fuzz.net") != formatted:
+        raise Failure("fmt-not-idempotent", formatted[-2000:])
+    if net is None:
+        return
+    try:
+        again = netdsl.loads(formatted, name="fuzz.net")
+        same = (again.state_layout() == net.state_layout()
+                and [str(v.shape) for _, v in again.graph.outputs] == [str(v.shape) for _, v in net.graph.outputs])
+    except NetDSLError as e:
+        raise Failure("fmt-changes-meaning", e.render()[-2000:]) from None
+    if not same:
+        raise Failure("fmt-changes-meaning", formatted[-2000:])
+    from netdsl.graphview.model import build_view
+    view = _stage("graph-view", lambda: build_view(net).to_json())
+    ids = {n["id"] for n in view["nodes"]}
+    missing = [n.path for n in net.graph.nodes if n.path not in ids]
+    if missing:
+        raise Failure("graph-view-misses-nodes", ", ".join(missing[:5]))
 
 
 def _worker(conn):
