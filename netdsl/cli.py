@@ -1,11 +1,12 @@
-"""The `netdsl` command line: check, summary, compile and run `.net` specs.
+"""The `netdsl` command line: check, summary, compile and run `.net` specs; graph, fmt and lsp
+(in netdsl/commands/) draw, format and serve them to editors.
 
 Exit codes: 0 success, 1 an error in the spec or in the values given (reported as
 ``file:line:col: error: message`` with the source line), 2 a malformed command
 line, 3 an internal compiler error (a bug: please report it), 130 interrupted.
 
-Nothing on the path of `check`, `summary` and `compile --target onnx|torch|safetensors`
-imports torch; only `--weights model.pt` does (`--weights model.safetensors` does not).
+Nothing on the path of `check`, `summary`, `graph`, `fmt`, `lsp` and
+`compile --target onnx|torch|safetensors` imports torch; only `--weights model.pt` does (`--weights model.safetensors` does not).
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir import dims as D
-from ..ir.graph import graph_source
+from ..ir.graph import graph_source, param_counts
 
 INPUT, OUTPUT = "input:", "output:"
 
@@ -87,21 +87,6 @@ def source_of(span) -> dict | None:
             "text": span.source.line(span.line).strip()}
 
 
-def _param_counts(node) -> tuple[int, int]:
-    """(parameters, trainable ones) of an IR node; buffers are not parameters (as summary)."""
-    total = trainable = 0
-    for spec in node.params.values():
-        if spec.buffer:
-            continue
-        c = 1
-        for d in spec.shape:
-            c *= d
-        total += c
-        if spec.trainable:
-            trainable += c
-    return total, trainable
-
-
 # ---- the view -----------------------------------------------------------------------------
 
 def build_view(net) -> View:
@@ -148,7 +133,8 @@ def build_view_of_graph(graph) -> View:
         attrs = {k: attr_text(a) for k, a in n.attrs.items() if a is not None}
         leaf = new(n.path, parts[-1], n.path, n.op, "layer", parent, len(parts) - 1,
                    shape_text(n.outputs), source_of(n.span), attrs)
-        p, t = _param_counts(n)
+        t, frozen = param_counts((n,))
+        p = t + frozen
         leaf["params"], leaf["trainable"], leaf["macs"] = p, t, macs_text(n.macs)
         # totals up the tree; a composite's shape is its last layer's output
         for i in range(1, len(parts)):

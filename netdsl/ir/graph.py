@@ -55,6 +55,23 @@ def graph_source(graph) -> str | None:
     return span.file if span is not None else None
 
 
+def param_counts(nodes) -> tuple[int, int]:
+    """(trainable, frozen) parameter elements of `nodes`; buffers are not parameters."""
+    trainable = frozen = 0
+    for n in nodes:
+        for spec in n.params.values():
+            if spec.buffer:
+                continue
+            count = 1
+            for d in spec.shape:
+                count *= d
+            if spec.trainable:
+                trainable += count
+            else:
+                frozen += count
+    return trainable, frozen
+
+
 def param_key(path: str, pname: str) -> str:
     """The state_dict key of a node's parameter; a `param` tensor is keyed by its path alone."""
     return f"{path}.{pname}" if pname else path

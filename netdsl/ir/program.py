@@ -87,14 +87,7 @@ class Program:
 
     def _import(self, item: A.Import, base_dir: Path | None) -> dict:
         rel = item.path
-        candidates = []
-        if rel.startswith("std/"):
-            candidates.append(STD_DIR / rel[4:])
-        else:
-            if base_dir is not None:
-                candidates.append(base_dir / rel)
-            candidates.append(STD_DIR / rel)
-        for c in candidates:
+        for c in import_candidates(rel, base_dir):
             try:
                 found = c.exists() and not c.is_dir()    # a FIFO or device is refused by add_file
             except OSError as e:        # a name the system refuses (too long, ...)
@@ -117,6 +110,14 @@ class Program:
         _check_signature(item)
         own.add(item.name)
         ns[item.name] = item    # a file's own definition shadows an imported one
+
+
+def import_candidates(rel: str, base_dir: Path | None) -> list:
+    """Where `import "rel"` in a file in base_dir looks, in order: "std/..." in the standard
+    library; anything else beside the importing file, then in the standard library."""
+    if rel.startswith("std/"):
+        return [STD_DIR / rel[4:]]
+    return ([base_dir / rel] if base_dir is not None else []) + [STD_DIR / rel]
 
 
 def _check_signature(item):

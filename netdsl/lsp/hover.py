@@ -21,6 +21,7 @@ from lsprotocol import types
 
 from ..frontend import ast as A
 from ..ir import dims as D
+from ..ir.graph import param_counts
 from ..ir.registry import REQUIRED, get as get_op
 from .document import covers, walk
 
@@ -49,23 +50,6 @@ def fmt_shapes(values) -> str:
     if len(values) <= 4:
         return "; ".join(D.fmt_shape(v.shape) for v in values)
     return f"{D.fmt_shape(values[0].shape)}; … {len(values)} outputs …; {D.fmt_shape(values[-1].shape)}"
-
-
-def param_counts(nodes) -> tuple:
-    """(trainable, frozen) parameter elements of nodes (buffers excluded)."""
-    trainable = frozen = 0
-    for n in nodes:
-        for spec in n.params.values():
-            if spec.buffer:
-                continue
-            c = 1
-            for d in spec.shape:
-                c *= d
-            if spec.trainable:
-                trainable += c
-            else:
-                frozen += c
-    return trainable, frozen
 
 
 def fmt_params(nodes) -> str:

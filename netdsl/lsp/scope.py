@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import NetDSLError
 from ..frontend import ast as A
-from ..ir.program import STD_DIR
+from ..ir.program import import_candidates
 
 DEFINITIONS = (A.BlockDef, A.BlockAlias, A.NetworkDef, A.NetworkAlias)
 _DEF_NAME = re.compile(r"(?:block|network)\s+([A-Za-z_][A-Za-z0-9_]*)")
@@ -34,14 +34,7 @@ class Definition:
 
 def import_target(rel: str, base_dir: Path | None) -> Path | None:
     """The file `import "rel"` loads from a file in base_dir, as Program._import finds it."""
-    candidates = []
-    if rel.startswith("std/"):
-        candidates.append(STD_DIR / rel[4:])
-    else:
-        if base_dir is not None:
-            candidates.append(base_dir / rel)
-        candidates.append(STD_DIR / rel)
-    for c in candidates:
+    for c in import_candidates(rel, base_dir):
         try:
             if c.is_file():
                 return c.resolve()

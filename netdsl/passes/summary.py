@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from ..ir import dims as D
 from ..gc_pause import paused_gc
-from ..ir.graph import Graph
+from ..ir.graph import Graph, param_counts
 from .activation_memory import human, param_bytes, value_bytes
 from .constraints import summarise
 from .receptive_field import receptive_fields, to_json as rf_json
@@ -35,15 +35,8 @@ def _summarize(graph: Graph, symbols: list | None) -> dict:
     symbolic: dict = {}     # symbolic activation bytes -> layers with that many
     sizes: dict = {}        # (shape, dtype) -> bytes
     for n in graph.nodes:
-        count = frozen = 0
-        for spec in n.params.values():
-            if not spec.buffer:
-                c = 1
-                for d in spec.shape:
-                    c *= d
-                count += c
-                if not spec.trainable:
-                    frozen += c
+        trainable, frozen = param_counts((n,))
+        count = trainable + frozen
         act = 0
         for v in n.outputs:
             b = _bytes_of(v, sizes)
