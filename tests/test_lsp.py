@@ -463,6 +463,27 @@ def test_import_of_a_name_the_system_refuses_keeps_definitions(lsp):
     assert "Stem" in labels and "Pair" in labels
 
 
+def test_a_file_changed_outside_the_editor_is_seen(lsp):
+    """workspace/didChangeWatchedFiles: an imported file written on disk (not open in the
+    editor) re-analyses the open documents that import it."""
+    lib = lsp.root / "watched_lib.net"
+    lib.write_text("block Other() {\n    ReLU\n}\n", encoding="utf-8")
+    text = 'import "watched_lib.net"\n\nnetwork W {\n    input x: f32[N, 3]\n    output y = x -> Late()\n}\n'
+    uri = lsp.open(lsp.root / "watcher.net", text)
+    assert lsp.wait_diagnostics(uri), "Late is not defined yet"
+    published = len(lsp.diagnostics[uri])
+    lib.write_text("block Late() {\n    ReLU\n}\n", encoding="utf-8")
+    lsp.client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(
+        changes=[types.FileEvent(uri=from_fs_path(str(lib)), type=types.FileChangeType.Changed)]))
+
+    async def cleared():
+        while True:
+            if any(not diags for _, diags in lsp.diagnostics[uri][published:]):
+                return True
+            await asyncio.sleep(0.01)
+    assert lsp.run(cleared(), 15)
+
+
 def test_shutdown_and_exit_are_clean(lsp):
     """Last: shuts the module's server down (shutdown answers null, exit ends the process with 0)."""
     start = time.monotonic()

@@ -64,6 +64,14 @@ class NetdslLanguageServer(LanguageServer):
             self.documents[uri] = doc
         return doc
 
+    def republish_others(self, changed_uri: str | None = None):
+        """Analyse every open document again (but `changed_uri`, whose analysis is current) and
+        publish its diagnostics: a file it imports may have changed."""
+        for uri in list(self.documents):
+            if uri != changed_uri:     # the open documents (closing drops them)
+                self.documents.pop(uri, None)
+                self.publish(uri, None)
+
     def publish(self, uri: str, version: int | None):
         doc = self.document(uri)
         self.text_document_publish_diagnostics(
@@ -102,11 +110,12 @@ def create_server() -> NetdslLanguageServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: NetdslLanguageServer, params: types.DidSaveTextDocumentParams):
-        # files importing this one see it on their next request; its own analysis is current
-        for uri in list(ls.documents):
-            if uri != params.text_document.uri:     # the open documents (closing drops them)
-                ls.documents.pop(uri, None)
-                ls.publish(uri, None)
+        ls.republish_others(params.text_document.uri)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(ls: NetdslLanguageServer, params: types.DidChangeWatchedFilesParams):
+        # a .net file changed outside the editor (the VS Code extension watches **/*.net)
+        ls.republish_others()
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: NetdslLanguageServer, params: types.DidCloseTextDocumentParams):
