@@ -1,7 +1,7 @@
 """A torchvision state_dict saved with safetensors.torch.save_file loads as is into the spec's
 network (the keys are the spec's state_dict paths), and netdsl's ONNX model computes what
-torchvision's module computes. Needs torchvision (the second venv):
-`/tmp/venv-tv/bin/python -m pytest tests/test_torchvision_safetensors.py`; skipped without it."""
+torchvision's module computes. Needs torchvision (a virtualenv with it, see the README):
+`python -m pytest tests/test_torchvision_safetensors.py` there; skipped without it."""
 from __future__ import annotations
 
 import numpy as np
