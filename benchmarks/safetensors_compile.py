@@ -8,7 +8,7 @@ netdsl's own writer (Network.save_safetensors). Then, best of --runs:
   netdsl     netdsl.load(examples/vgg.net, VGG16).save_onnx(out, weights=FILE): parse, elaborate,
              read the weights (memory-mapped, no torch), write the ONNX file atomically
   torch      safetensors.torch.load_file(FILE), load_state_dict into a VGG16 module built
-             beforehand (torchvision's, or the same modules written out here), then
+             beforehand (torchvision's, or netdsl's generated module, which has its layout), then
              torch.onnx.export(..., dynamo=False, opset 17) to a file (at 1x3x224x224; netdsl's
              model keeps N, H and W symbolic)
   read       reading FILE's bytes into a buffer (the file was just written: mostly from the page
@@ -46,29 +46,6 @@ def best(fn, runs: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
-
-
-def torchvision_vgg16():
-    """torchvision.models.vgg16's modules, with its state_dict keys, for when torchvision is not
-    installed (as benchmarks/scaling.py does; the weights come from the file). netdsl's generated
-    module is not used: its input-size checks (torch._check_with) do not trace with the
-    TorchScript exporter."""
-    from torch import nn
-    layers, c_in = [], 3
-    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
-        if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            layers += [nn.Conv2d(c_in, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            c_in = v
-    model = nn.Sequential()
-    model.features = nn.Sequential(*layers)
-    model.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-    model.flatten = nn.Flatten(1)
-    model.classifier = nn.Sequential(
-        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(4096, 1000))
-    return model
 
 
 def read_all(path: Path) -> int:
@@ -121,8 +98,8 @@ def main() -> int:
         source = f"torchvision {torchvision.__version__} vgg16 state_dict, safetensors.torch.save_file"
     except ImportError:
         net.save_safetensors(weights, seed=0)
-        module = torchvision_vgg16().eval()
-        source = "netdsl's Network.save_safetensors; torch side: torchvision's VGG16 layout, written out"
+        module = net.to_torch(weights=weights).eval()     # torchvision's layout and keys
+        source = "netdsl's Network.save_safetensors; torch side: netdsl's generated VGG16 module"
     size = weights.stat().st_size
     x = torch.randn(1, 3, 224, 224)
     print(f"torch {torch.__version__}, netdsl {netdsl.__version__}; best of {args.runs} runs")

@@ -12,16 +12,10 @@ import pytest
 
 import netdsl
 from netdsl.passes.summary import format_text
+from test_cli import SMALL, netdsl as cli   # tests/ is on sys.path under pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EX = ROOT / "examples"
-
-
-def cli(*args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "netdsl", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -287,14 +281,6 @@ def test_unet_decoder_gets_back_to_the_input_resolution():
 # ---- JSON: additive, symbolic and concrete ------------------------------------------------------
 
 OLD_LAYER_KEYS = {"path", "op", "output_shape", "params", "frozen_params", "macs"}
-SMALL = """\
-network Small(width: int = 4, classes: int = 10) {
-    "A tiny classifier."
-    input x: f32[N, 3, 16, 16]
-    output logits = x -> conv: Conv2d(width, 3, padding = 1) -> ReLU -> MaxPool2d(2)
-                      -> Flatten -> fc: Linear(classes)
-}
-"""
 
 
 def test_json_keeps_every_old_key_and_value(tmp_path):
