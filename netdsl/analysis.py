@@ -82,14 +82,13 @@ def _base_dir(path: str | None):
 
 def _elaborate_all(out: Analysis, syntax: list, broken: set, failed_import: bool):
     from .ir.elaborate import Elaborator
-    from .passes.constraints import summarise
-    from .passes.summary import _symbols
+    from .passes.size_rules import sizes_that_work
     for net in out.program.main_networks:
         try:
             graph = Elaborator(out.program).network(net)
             out.graphs[net] = graph
             # as `netdsl check` does (in its summary): input-size constraints no size meets
-            summarise(graph.constraints, _symbols(graph))
+            sizes_that_work(graph)
         except NetDSLError as e:
             partial = getattr(e, "partial_graph", None)
             if partial is not None:

@@ -51,7 +51,10 @@ class Network:
 
     @property
     def constraints(self) -> list:
-        return self.summary()["constraints"]
+        """The input sizes that work, as text (summary()["constraints"], without the rest of the
+        summary); an unsatisfiable constraint raises its located error."""
+        from .passes.size_rules import sizes_that_work
+        return sizes_that_work(self.graph)
 
     def param_count(self) -> int:
         """Elements of all parameters, trainable and frozen (buffers excluded)."""

@@ -363,19 +363,19 @@ def _shape_text(shape) -> str:
 # ---- check / summary --------------------------------------------------------------------
 
 def cmd_check(args) -> int:
+    from .passes.summary import dynamic_dims, dynamic_text
     net = _load(args)
-    summary = net.summary()
     g = net.graph
+    constraints = net.constraints       # before printing: an unsatisfiable one is the error
     ins = ", ".join(f"{v.name} {_shape_text(v.shape)}" for v in g.inputs)
     outs = ", ".join(f"{n} {_shape_text(v.shape)}" for n, v in g.outputs)
-    frozen = f" ({summary['frozen_params']:,} frozen)" if summary["frozen_params"] else ""
-    print(_terminal_safe(f"ok: {net.name}: inputs {ins}; outputs {outs}; {summary['params']:,} params{frozen}"))
-    for c in summary["constraints"]:
+    n_frozen = net.frozen_param_count()
+    frozen = f" ({n_frozen:,} frozen)" if n_frozen else ""
+    print(_terminal_safe(f"ok: {net.name}: inputs {ins}; outputs {outs}; {net.param_count():,} params{frozen}"))
+    for c in constraints:
         print(f"  input sizes that work: {c}")
-    if summary["dynamic_dims"]:
-        from .passes.summary import dynamic_text
-        for entry in summary["dynamic_dims"]:
-            print(_terminal_safe(f"  data-dependent size {dynamic_text(entry)}"))
+    for entry in dynamic_dims(g):
+        print(_terminal_safe(f"  data-dependent size {dynamic_text(entry)}"))
     return EXIT_OK
 
 
@@ -394,7 +394,7 @@ def cmd_summary(args) -> int:
 
 def cmd_compile(args) -> int:
     net = _load(args)
-    net.summary()       # reports unsatisfiable input-size constraints before generating anything
+    net.constraints     # reports unsatisfiable input-size constraints before generating anything
     data = None
     if args.target == "onnx":
         data = net.save_onnx(args.output, weights=args.weights, opset=args.opset, seed=args.seed,
@@ -555,12 +555,12 @@ def _with_checked_inputs(net):
     from .errors import ShapeError
     try:
         sized = net.with_inputs(_concrete_inputs(net))
-        sized.summary()
+        sized.constraints       # elaborated on those sizes; a rejected one raises here
     except ShapeError as e:
         if not e.notes:
             try:
                 symbolic = Network(net.program, net.name, net.params)
-                e.notes += tuple(f"input sizes that work: {c}" for c in symbolic.summary()["constraints"])
+                e.notes += tuple(f"input sizes that work: {c}" for c in symbolic.constraints)
             except Exception:  # noqa: BLE001 - the symbolic network may not elaborate (Flatten -> Linear)
                 pass
         raise
@@ -585,7 +585,7 @@ def _concrete_inputs(net) -> dict:
                 err = _error(f"input '{v.name}' has the symbolic dim {D.fmt(d)} (dim {i} of "
                              f"{_shape_text(v.shape)}); give its size with --input "
                              f"{v.name}={'x'.join(_example_dims(v.shape, values))}")
-                err.notes = tuple(f"input sizes that work: {c}" for c in net.summary()["constraints"])
+                err.notes = tuple(f"input sizes that work: {c}" for c in net.constraints)
                 raise err
             dims.append(int(d))
         out[v.name] = tuple(dims)
